@@ -1,0 +1,225 @@
+"""Extension base classes. Capabilities are class attributes; each class has one abstract method.
+
+Batching, devices, no-grad, eval mode, caching and seeding live in the core, so an adapter stays short.
+"""
+from __future__ import annotations
+
+import abc
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import CheckpointError, UsageError
+
+PARADIGMS = ("JE", "RC", "SL", "random")
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Option:
+    """A typed option of an extension (``-o KEY VALUE`` on the command line)."""
+
+    type: type = str
+    default: Any = _REQUIRED
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    must_exist: bool = False  # for Path options: the file must exist (checked before any compute)
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def convert(self, owner: str, key: str, raw: Any) -> Any:
+        value = _coerce(owner, key, self.type, raw)
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(f"option {key}={raw!r} of {owner} must be one of {', '.join(map(str, self.choices))}")
+        if self.must_exist and value is not None and not Path(value).exists():
+            raise CheckpointError(f"{key} file {str(value)!r} of {owner} does not exist; check the path "
+                                  f"(-o {key} PATH)")
+        return value
+
+
+def _coerce(owner: str, key: str, typ: type, raw: Any) -> Any:
+    if raw is None or isinstance(raw, typ) and not (typ is int and isinstance(raw, bool)):
+        return raw
+    try:
+        if typ is bool:
+            text = str(raw).strip().lower()
+            if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return text in ("1", "true", "yes", "on")
+        if typ is int and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(raw)
+        return typ(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"option {key}={raw!r} of {owner} is not a valid {typ.__name__}; "
+                         f"pass e.g. -o {key} <{typ.__name__}>") from None
+
+
+def validate_options(owner: str, declared: dict[str, Option], given: dict[str, Any]) -> dict[str, Any]:
+    """Check option names, convert values to their types, fill defaults; unknown or missing keys are errors."""
+    for key in given:
+        if key not in declared:
+            close = difflib.get_close_matches(key, list(declared), n=1)
+            hint = f" Did you mean: {close[0]}?" if close else ""
+            known = ", ".join(sorted(declared)) or "(it takes no options)"
+            raise UsageError(f"unknown option {key!r} for {owner}.{hint} Options: {known}")
+    out = {}
+    for key, opt in declared.items():
+        if key in given:
+            out[key] = opt.convert(owner, key, given[key])
+        elif opt.required:
+            raise UsageError(f"{owner} needs option {key!r} ({opt.help}); pass -o {key} VALUE")
+        else:
+            out[key] = opt.default
+    return out
+
+
+class Configurable:
+    """An extension with a registry name, a description and typed options."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init__(self, **options: Any):
+        self.opts = validate_options(f"{self.kind_label()} {self.name!r}", self.options, options)
+
+    @classmethod
+    def kind_label(cls) -> str:
+        return "extension"
+
+
+# ----------------------------------------------------------------------------------------------- encoders
+@dataclass(frozen=True)
+class Preprocess:
+    """How uint8 images become the encoder's input (travels with the weights, like timm's pretrained_cfg)."""
+
+    input_size: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+
+
+@dataclass
+class LoadedEncoder:
+    """A ready encoder: ``module`` maps normalised (B, 3, S, S) float tensors to (B, D) features."""
+
+    module: Any  # torch.nn.Module
+    preprocess: Preprocess
+    arch: str
+    paradigm: str
+    feature_protocol: str
+    weights_sha256: str | None  # None only for an explicitly requested random-initialised floor
+    augmentation: dict[str, Any] = field(default_factory=dict)  # pretraining recipe (the recommendation needs it)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class EncoderAdapter(Configurable):
+    """Loads one family of pretrained encoders. Implement :meth:`load`; optionally :meth:`random_init`."""
+
+    paradigm: ClassVar[str] = "JE"
+
+    @classmethod
+    def kind_label(cls) -> str:
+        return "encoder"
+
+    @abc.abstractmethod
+    def load(self) -> LoadedEncoder:
+        """Return the encoder with its weights loaded strictly. Never fall back to random weights."""
+
+    def random_init(self, seed: int) -> LoadedEncoder | None:
+        """The same architecture with seeded random weights (the floor a probe reaches without pretraining)."""
+        return None
+
+
+# ----------------------------------------------------------------------------------------- corruptions
+class CorruptionSuite(Configurable):
+    """A set of named corruptions with severities. Implement :meth:`corrupt` for one chunk of images."""
+
+    corruptions: ClassVar[dict[str, str]] = {}  # name -> family
+    default: ClassVar[tuple[str, ...]] = ()  # what runs when no subset is asked for
+    severities: ClassVar[tuple[int, ...]] = (1, 2, 3, 4, 5)
+    min_size: ClassVar[int] = 32
+    backend: ClassVar[str] = "reference"
+
+    @classmethod
+    def kind_label(cls) -> str:
+        return "corruption suite"
+
+    @abc.abstractmethod
+    def corrupt(self, images: np.ndarray, corruption: str, severity: int, seeds: np.ndarray) -> np.ndarray:
+        """Corrupt uint8 NHWC images; image i's randomness comes from ``seeds[i]`` alone."""
+
+    def families(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, fam in self.corruptions.items():
+            out.setdefault(fam, []).append(name)
+        return out
+
+
+# -------------------------------------------------------------------------------------------- datasets
+@dataclass
+class ImageSet:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int64
+
+
+@dataclass
+class LoadedDataset:
+    train: ImageSet
+    test: ImageSet
+    class_names: tuple[str, ...]
+    fingerprint: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class Dataset(Configurable):
+    """A labelled image dataset with train and test splits. Implement :meth:`load`."""
+
+    @classmethod
+    def kind_label(cls) -> str:
+        return "dataset"
+
+    @abc.abstractmethod
+    def load(self, seed: int) -> LoadedDataset:
+        """Return both splits as uint8 NHWC arrays (deterministic given ``seed``)."""
+
+
+# ---------------------------------------------------------------------------------------------- probes
+@dataclass
+class FittedProbe:
+    predict: Any  # callable: features (N, D) float32 ndarray -> labels (N,) int64 ndarray
+    info: dict[str, Any]  # every hyperparameter, the chosen regularisation, train accuracy
+
+
+class Probe(Configurable):
+    """Fits a classifier on frozen features. Implement :meth:`fit`."""
+
+    @classmethod
+    def kind_label(cls) -> str:
+        return "probe"
+
+    @abc.abstractmethod
+    def fit(self, features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
+            device: str) -> FittedProbe:
+        """Fit on train features; return a predictor and its hyperparameters."""
+
+
+# ------------------------------------------------------------------------------------------- reporters
+class Reporter(Configurable):
+    """Renders a results document as text; the core writes it (atomically) to ``filename``."""
+
+    filename: ClassVar[str]
+
+    @classmethod
+    def kind_label(cls) -> str:
+        return "reporter"
+
+    @abc.abstractmethod
+    def render(self, results: dict[str, Any]) -> str:
+        """Return the file's full text."""

@@ -1,0 +1,160 @@
+"""The ``jerc-eval`` command line. Every project error becomes one line on stderr and its own exit code."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Any, Sequence
+
+from .errors import EXIT_CODES, JercError, UsageError
+
+KIND_ALIASES = {"encoder": "encoders", "suite": "suites", "corruption-suites": "suites", "dataset": "datasets",
+                "probe": "probes", "reporter": "reporters"}
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="evaluate encoders under a corruption suite (defaults: the embedded zoo)",
+                       description="Evaluate encoders under corruptions. Defaults: the reference zoo (MAE vs DINO "
+                                   "vs BYOL) on the embedded PhotoDigits dataset, ImageNet-C's 15 corruptions x 5 "
+                                   "severities. Flags override --config.")
+    p.add_argument("--config", metavar="FILE", help="TOML or YAML file with run keys (flags win)")
+    p.add_argument("-e", "--encoder", action="append", metavar="NAME",
+                   help="encoder to evaluate (repeat or comma-separate); see `jerc-eval list encoders`")
+    p.add_argument("-o", "--option", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
+                   help="typed encoder option; with several encoders use ENCODER.KEY")
+    p.add_argument("--dataset", metavar="NAME", help="dataset (default photodigits)")
+    p.add_argument("-d", "--dataset-option", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
+    p.add_argument("--suite", metavar="NAME", help="corruption suite (default imagenet-c)")
+    p.add_argument("-c", "--corruptions", metavar="LIST", help="comma-separated corruption or family names "
+                   "(noise, blur, weather, digital, extra)")
+    p.add_argument("--extra", action="store_true", default=None, help="add the 4 extra corruptions")
+    p.add_argument("-s", "--severities", metavar="LIST", help="comma-separated severities in 1..5")
+    p.add_argument("--probe", metavar="NAME", help="probe (default logreg)")
+    p.add_argument("-p", "--probe-option", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
+    p.add_argument("--reporter", action="append", metavar="NAME", help="reporters (default json, markdown)")
+    p.add_argument("--seed", type=int, help="run seed: every random draw derives from it (default 0)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default jerc-eval-results)")
+    p.add_argument("--workers", type=int, help="corruption processes (default: all cores)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--cache-dir", metavar="DIR")
+    p.add_argument("--no-cache", action="store_true", default=None, help="recompute every feature")
+    p.add_argument("--no-floors", dest="floors", action="store_false", default=None,
+                   help="skip the random-init floor of each encoder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="jerc-eval", description="How robust is a pretrained self-supervised "
+                                     "image encoder, and why? Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
+    parser.add_argument("--version", action="version", version=f"jerc-eval {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE", help="load a one-file plugin")
+    parser.add_argument("--strict-plugins", action="store_true", default=None,
+                        help="a plugin that fails to load is an error (for CI)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub)
+    sub.add_parser("plugins", help="installed plugins: name, version, hooks (JSON)")
+    lp = sub.add_parser("list", help="registered encoders, suites, datasets, probes or reporters")
+    lp.add_argument("kind", help="encoders | suites | datasets | probes | reporters | corruptions")
+    th = sub.add_parser("theory", help="the paper's linear theory")
+    th_sub = th.add_subparsers(dest="theory_command", metavar="COMMAND")
+    rp = th_sub.add_parser("reproduce", help="regenerate the paper's Figure 3 protocol offline (PNG + JSON)")
+    rp.add_argument("--out", default="jerc-eval-theory", metavar="DIR")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--fast", action="store_true", help="a tiny sweep (seconds)")
+    return parser
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from .config import RunConfig, from_mapping, load_file, split_encoder_options
+
+    cfg = from_mapping(load_file(args.config), source=args.config) if args.config else RunConfig()
+    flags: dict[str, Any] = {}
+    if args.encoder:
+        flags["encoders"] = [e.strip() for item in args.encoder for e in item.split(",") if e.strip()]
+    simple = {"dataset": args.dataset, "suite": args.suite, "probe": args.probe, "seed": args.seed, "out": args.out,
+              "workers": args.workers, "batch_size": args.batch_size, "device": args.device,
+              "cache_dir": args.cache_dir, "no_cache": args.no_cache, "floors": args.floors, "extra": args.extra,
+              "corruptions": args.corruptions, "severities": args.severities, "reporters": args.reporter}
+    flags.update({k: v for k, v in simple.items() if v is not None})
+    cfg = from_mapping(flags, base=cfg, source="flags")
+    for enc, opts in split_encoder_options([tuple(o) for o in args.option], cfg.encoders).items():
+        cfg.encoder_options.setdefault(enc, {}).update(opts)
+    cfg.dataset_options.update(dict(args.dataset_option))
+    cfg.probe_options.update(dict(args.probe_option))
+    return cfg
+
+
+def _list(host: Any, kind: str) -> None:
+    kind = KIND_ALIASES.get(kind, kind)
+    if kind == "corruptions":
+        for entry in host.registry("suites"):
+            suite = entry.obj()
+            for fam, names in suite.families().items():
+                print(f"{entry.name}  {fam:<8} {', '.join(names)}")
+        return
+    if kind not in host.registries:
+        from .registry import unknown_message
+
+        raise UsageError(unknown_message("kind", kind, sorted(host.registries) + ["corruptions"]))
+    for entry in host.registry(kind):
+        print(f"{entry.name:<14} {entry.plugin:<36} {getattr(entry.obj, 'description', '')}")
+
+
+def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .plugins import create_host
+
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "theory":
+        if args.theory_command != "reproduce":
+            raise UsageError("use `jerc-eval theory reproduce`")
+        from .theory.reproduce import main as reproduce
+
+        out = reproduce(args.out, seed=args.seed, fast=args.fast)
+        print(f"wrote {args.out}/figure3.png and {args.out}/figure3.json" if isinstance(out, dict) else out)
+        return 0
+    host = create_host(plugin_files=args.plugin, strict=args.strict_plugins)
+    if args.command == "plugins":
+        print(json.dumps(host.plugin_info(), indent=2))
+        return 0
+    if args.command == "list":
+        _list(host, args.kind)
+        return 0
+    from .pipeline import run
+
+    cfg = _run_config(args)
+    run(cfg, host=host, progress=not args.quiet)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.debug:
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        return dispatch(args, parser)
+    except JercError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line unless --debug
+        if args.debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(rerun with --debug and report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Built-in datasets: the embedded PhotoDigits default, and user data as an .npz file or an image folder."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..api import Dataset, ImageSet, LoadedDataset, Option
+from ..errors import DataError
+from ..hookspecs import hookimpl
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+class PhotoDigits(Dataset):
+    name = "photodigits"
+    description = ("Embedded default: scikit-learn handwritten digits composited on bundled photographs, 64 px, "
+                   "10 classes, 6,000 train / 2,000 test (no download)")
+    options = {
+        "train_size": Option(int, 6000, "number of train images"),
+        "test_size": Option(int, 2000, "number of test images (2,000 gives ~±2 point 95% intervals)"),
+        "render_seed": Option(int, 0, "seed of the rendering; fixed so every run sees the same images"),
+    }
+
+    def load(self, seed: int) -> LoadedDataset:
+        from ..datasets import photodigits as pd
+        from ..features import default_cache_dir
+
+        arrays = _cached_render(default_cache_dir(), pd.VERSION, self.opts)
+        return LoadedDataset(train=ImageSet(arrays["x_train"], arrays["y_train"]),
+                             test=ImageSet(arrays["x_test"], arrays["y_test"]), class_names=pd.CLASS_NAMES,
+                             fingerprint=_fingerprint(*arrays.values()),
+                             provenance={**pd.provenance(), **self.opts})
+
+
+def _cached_render(cache: Path, version: str, opts: dict) -> dict[str, np.ndarray]:
+    """Render once and keep the arrays under the cache directory (rendering takes ~10 s)."""
+    from ..datasets import photodigits as pd
+
+    key = f"photodigits-v{version}-{opts['train_size']}-{opts['test_size']}-seed{opts['render_seed']}.npz"
+    path = cache / "datasets" / key
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError):
+            pass  # damaged cache entry: render again
+    tr = pd.build_split("train", opts["train_size"], opts["render_seed"])
+    te = pd.build_split("test", opts["test_size"], opts["render_seed"])
+    arrays = {"x_train": tr.images, "y_train": tr.labels, "x_test": te.images, "y_test": te.labels}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return arrays
+
+
+class NpzDataset(Dataset):
+    name = "npz"
+    description = "Your own data: an .npz with x_train, y_train, x_test, y_test (uint8 NHWC or NHW images)"
+    options = {"path": Option(Path, help=".npz file with x_train, y_train, x_test, y_test", must_exist=True)}
+
+    def load(self, seed: int) -> LoadedDataset:
+        try:
+            with np.load(self.opts["path"]) as z:
+                arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except KeyError as exc:
+            raise DataError(f"{self.opts['path']} lacks array {exc.args[0]!r}; save x_train, y_train, x_test, "
+                            f"y_test with numpy.savez") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.opts['path']} is not a readable .npz ({exc}); re-save it with numpy.savez") from None
+        n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+        return LoadedDataset(ImageSet(arrays["x_train"], arrays["y_train"].astype(np.int64)),
+                             ImageSet(arrays["x_test"], arrays["y_test"].astype(np.int64)),
+                             tuple(str(i) for i in range(n_classes)), _fingerprint(*arrays.values()),
+                             {"name": "npz", "path": str(self.opts["path"])})
+
+
+class ImageFolder(Dataset):
+    name = "imagefolder"
+    description = "Your own data: ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/* (class = folder name)"
+    options = {"root": Option(Path, help="folder holding train/ and test/", must_exist=True),
+               "image_size": Option(int, 0, "resize every image to this square size; 0 keeps the files' size")}
+
+    def load(self, seed: int) -> LoadedDataset:
+        root = Path(self.opts["root"])
+        classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir()) if (root / "train").is_dir() else []
+        if not classes:
+            raise DataError(f"{root} has no train/<class>/ folders; lay images out as ROOT/train/<class>/<image>")
+        train, test = self._split(root / "train", classes), self._split(root / "test", classes)
+        return LoadedDataset(train, test, tuple(classes), _fingerprint(train.images, train.labels, test.images,
+                                                                      test.labels), {"name": "imagefolder", "root": str(root)})
+
+    def _split(self, folder: Path, classes: list[str]) -> ImageSet:
+        from PIL import Image
+
+        images, labels = [], []
+        for label, cls in enumerate(classes):
+            for f in sorted((folder / cls).glob("*")) if (folder / cls).is_dir() else []:
+                if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
+                    continue
+                im = Image.open(f).convert("RGB")
+                if self.opts["image_size"]:
+                    im = im.resize((self.opts["image_size"],) * 2, Image.BICUBIC)
+                images.append(np.asarray(im))
+                labels.append(label)
+        if not images:
+            raise DataError(f"{folder} holds no images; add ROOT/{folder.name}/<class>/<image> files")
+        if len({im.shape for im in images}) > 1:
+            raise DataError(f"images under {folder} differ in size; pass -o image_size N to resize them")
+        return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64))
+
+
+@hookimpl
+def register_datasets(register: Any) -> None:
+    for cls in (PhotoDigits, NpzDataset, ImageFolder):
+        register(cls)

@@ -1,0 +1,263 @@
+"""The run pipeline, in the order it happens:
+
+1. resolve every name and option (no compute: a typo fails in well under a second);
+2. load the dataset and the encoders (weights loaded strictly);
+3. extract clean features, fit one probe per encoder on clean train features;
+4. for every corruption x severity: corrupt the test set (process pool), extract, predict -> tidy rows;
+5. summarise (pure functions), compare JE with RC, recommend;
+6. render every report in memory, then move them into place (no half-written results).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import summary as summ
+from .api import CorruptionSuite, Dataset, EncoderAdapter, LoadedDataset, LoadedEncoder, Probe, Reporter
+from .config import RunConfig, parse_severities
+from .errors import DataError, UnknownNameError, UsageError
+from .features import FeatureCache, default_cache_dir, encoder_fingerprint, extract, pick_device
+from .plugins import Host, create_host
+from .results import build_results, write_outputs
+
+
+@dataclass
+class Plan:
+    cfg: RunConfig
+    dataset: Dataset
+    encoders: dict[str, EncoderAdapter]
+    suite: CorruptionSuite
+    corruptions: list[str]
+    severities: list[int]
+    probe: Probe
+    reporters: list[Reporter]
+    device: str
+    cache: FeatureCache
+    plugin_of: dict[str, str] = field(default_factory=dict)
+
+
+# ===================================================================================== 1. resolve
+def resolve_corruptions(suite: CorruptionSuite, wanted: list[str], extra: bool) -> list[str]:
+    """Names and family names -> corruption names in the suite's order; unknown tokens fail with suggestions."""
+    families = suite.families()
+    if not wanted:
+        chosen = list(suite.default) + (families.get("extra", []) if extra else [])
+    else:
+        chosen = []
+        for token in wanted:
+            if token in suite.corruptions:
+                chosen.append(token)
+            elif token in families:
+                chosen.extend(families[token])
+            else:
+                known = list(suite.corruptions) + list(families)
+                close = difflib.get_close_matches(token, known, n=3, cutoff=0.6)
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                raise UnknownNameError(f"unknown corruption {token!r} in suite {suite.name!r}.{hint} "
+                                       f"Families: {', '.join(families)}; names: {', '.join(suite.corruptions)}")
+        if extra:
+            chosen.extend(families.get("extra", []))
+    order = list(suite.corruptions)
+    return sorted(set(chosen), key=order.index)
+
+
+def resolve(cfg: RunConfig, host: Host) -> Plan:
+    if not cfg.encoders:
+        raise UsageError("no encoder given; pass --encoder NAME (see `jerc-eval list encoders`)")
+    enc_reg = host.registry("encoders")
+    for name in cfg.encoders:  # names first, so a typo is reported before any option problem
+        enc_reg.entry(name)
+    for key in cfg.encoder_options:
+        if key not in cfg.encoders:
+            raise UsageError(f"options given for encoder {key!r}, which is not in the run; encoders: "
+                             f"{', '.join(cfg.encoders)}")
+    encoders = {n: enc_reg.get(n)(**cfg.encoder_options.get(n, {})) for n in cfg.encoders}
+    dataset = host.registry("datasets").get(cfg.dataset)(**cfg.dataset_options)
+    suite = host.registry("suites").get(cfg.suite)()
+    probe = host.registry("probes").get(cfg.probe)(**cfg.probe_options)
+    reporters = [host.registry("reporters").get(r)() for r in cfg.reporters]
+    severities = parse_severities(cfg.severities)
+    for s in severities:
+        if s not in suite.severities:
+            raise UsageError(f"severity {s} is not offered by suite {suite.name!r}; use {list(suite.severities)}")
+    corruptions = resolve_corruptions(suite, cfg.corruptions, cfg.extra)
+    if cfg.batch_size < 1 or cfg.workers < 0:
+        raise UsageError("batch_size must be >= 1 and workers >= 0; fix the flag or config key")
+    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    plugin_of = {n: enc_reg.entry(n).plugin for n in cfg.encoders}
+    return Plan(cfg, dataset, encoders, suite, corruptions, severities, probe, reporters,
+                pick_device(cfg.device), FeatureCache(root, enabled=not cfg.no_cache), plugin_of)
+
+
+# ===================================================================================== 2. load
+def check_images(images: np.ndarray, where: str, min_size: int) -> np.ndarray:
+    """Bring images to uint8 NHWC RGB; reject what the corruptions cannot take."""
+    if images.ndim == 3:  # grayscale N,H,W
+        images = np.repeat(images[..., None], 3, axis=3)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise DataError(f"{where} images have shape {images.shape}; expected N x H x W x 3 (or 1/4 channels)")
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=3)
+    elif images.shape[-1] == 4:
+        images = images[..., :3]  # RGBA: the alpha channel carries no class signal for a photo encoder
+    if images.dtype != np.uint8:
+        raise DataError(f"{where} images are {images.dtype}; convert them to uint8 in 0..255")
+    h, w = images.shape[1:3]
+    if min(h, w) < min_size:
+        raise DataError(f"{where} images are {h}x{w} px, below the {min_size} px the corruptions need; "
+                        f"upsample them (e.g. -d image_size {min_size}) or use a suite for small images")
+    return np.ascontiguousarray(images)
+
+
+def load_dataset(plan: Plan) -> LoadedDataset:
+    data = plan.dataset.load(plan.cfg.seed)
+    data.train.images = check_images(data.train.images, f"{plan.cfg.dataset} train", plan.suite.min_size)
+    data.test.images = check_images(data.test.images, f"{plan.cfg.dataset} test", plan.suite.min_size)
+    for split, s in (("train", data.train), ("test", data.test)):
+        if len(s.images) != len(s.labels) or len(s.images) == 0:
+            raise DataError(f"{plan.cfg.dataset} {split}: {len(s.images)} images but {len(s.labels)} labels")
+    return data
+
+
+# ===================================================================================== 3-4. features & probes
+class Evaluator:
+    """Feature extraction with caching for one encoder, and its fitted probe."""
+
+    def __init__(self, name: str, adapter: EncoderAdapter, encoder: LoadedEncoder, plan: Plan, dataset_fp: str):
+        self.name, self.adapter, self.encoder, self.plan = name, adapter, encoder, plan
+        self.fp = encoder_fingerprint(encoder, adapter.name, adapter.version)
+        self.dataset_fp = dataset_fp
+        self.probe: Any = None
+        self.probe_info: dict[str, Any] = {}
+
+    def key(self, split: str, corruption: str, severity: int) -> str:
+        backend = "none" if corruption == "clean" else f"{self.plan.suite.name}:{self.plan.suite.backend}:" \
+                                                      f"{getattr(self.plan.suite, 'backend_version', '')}"
+        seed = None if corruption == "clean" else self.plan.cfg.seed
+        return self.plan.cache.key(encoder=self.fp, dataset=self.dataset_fp, split=split, corruption=corruption,
+                                   severity=severity, seed=seed, backend=backend)
+
+    def has(self, split: str, corruption: str, severity: int) -> bool:
+        return self.plan.cache.has(self.key(split, corruption, severity))
+
+    def features(self, images: np.ndarray | None, split: str, corruption: str, severity: int) -> np.ndarray:
+        feats = self.plan.cache.get(self.key(split, corruption, severity))
+        if feats is None:
+            feats = extract(self.encoder, images, self.plan.cfg.batch_size, self.plan.device)
+            self.plan.cache.put(self.key(split, corruption, severity), feats)
+        return feats
+
+
+def _row(name: str, plan: Plan, corruption: str, severity: int, pred: np.ndarray, labels: np.ndarray,
+         family: str) -> dict[str, Any]:
+    from .metrics import wilson_interval
+
+    correct, n = int((pred == labels).sum()), int(len(labels))
+    lo, hi = wilson_interval(correct, n)
+    return {"encoder": name, "dataset": plan.cfg.dataset, "probe": plan.cfg.probe, "suite": plan.suite.name,
+            "backend": "none" if corruption == "clean" else plan.suite.backend, "corruption": corruption,
+            "family": family, "severity": severity, "n": n, "correct": correct,
+            "accuracy": correct / n, "ci95": [lo, hi]}
+
+
+def floor_accuracy(adapter: EncoderAdapter, data: LoadedDataset, plan: Plan, probe: Probe) -> dict | None:
+    """Clean accuracy of the same architecture with random weights (seeded), through the same probe."""
+    from .metrics import wilson_interval
+    from .seeding import derive_seed
+
+    seed = derive_seed(plan.cfg.seed, "random-init", adapter.name)
+    rand = adapter.random_init(seed)
+    if rand is None:
+        return None
+    tr = extract(rand, data.train.images, plan.cfg.batch_size, plan.device)
+    te = extract(rand, data.test.images, plan.cfg.batch_size, plan.device)
+    fitted = probe.fit(tr, data.train.labels, len(data.class_names), plan.cfg.seed, plan.device)
+    correct = int((fitted.predict(te) == data.test.labels).sum())
+    n = len(data.test.labels)
+    return {"accuracy": correct / n, "ci95": list(wilson_interval(correct, n)), "n": n, "seed": seed,
+            "probe_C": fitted.info.get("C")}
+
+
+# ===================================================================================== orchestration
+def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = print,
+        progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``cfg``; returns the results document and writes every report under ``cfg.out``."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    timing: dict[str, float] = {}
+    host = host or create_host()
+    plan = resolve(cfg, host)  # 1
+    timing["resolve_s"] = time.perf_counter() - t0
+
+    data = load_dataset(plan)  # 2
+    loaded = {n: a.load() for n, a in plan.encoders.items()}
+    evals = {n: Evaluator(n, plan.encoders[n], loaded[n], plan, data.fingerprint) for n in plan.encoders}
+    timing["load_s"] = time.perf_counter() - t0 - timing["resolve_s"]
+    echo(f"jerc-eval: {len(evals)} encoder(s) x {len(plan.corruptions)} corruption(s) x "
+         f"{len(plan.severities)} severities on {plan.cfg.dataset} ({len(data.test.labels)} test images), "
+         f"device {plan.device}")
+
+    rows: list[dict[str, Any]] = []
+    floors: dict[str, Any] = {}
+    n_cls = len(data.class_names)
+    for name, ev in tqdm(evals.items(), desc="clean features + probe", disable=not progress):  # 3
+        tr = ev.features(data.train.images, "train", "clean", 0)
+        te = ev.features(data.test.images, "test", "clean", 0)
+        fitted = plan.probe.fit(tr, data.train.labels, n_cls, plan.cfg.seed, plan.device)
+        ev.probe, ev.probe_info = fitted.predict, fitted.info
+        ev.probe_info["feature_dim"] = int(tr.shape[1])
+        rows.append(_row(name, plan, "clean", 0, ev.probe(te), data.test.labels, "clean"))
+        if plan.cfg.floors:
+            floors[name] = floor_accuracy(plan.encoders[name], data, plan, plan.probe)
+    timing["clean_s"] = time.perf_counter() - t0 - sum(timing.values())
+
+    rows += corrupted_rows(plan, evals, data, progress)  # 4
+    timing["corrupted_s"] = time.perf_counter() - t0 - sum(timing.values())
+
+    results = build_results(plan, host, data, evals, rows, floors, timing)  # 5
+    results["timing"]["total_s"] = time.perf_counter() - t0
+    write_outputs(results, plan.reporters, Path(plan.cfg.out))  # 6
+    echo(summ.console_table(results))
+    echo(f"wrote {', '.join(str(Path(plan.cfg.out) / r.filename) for r in plan.reporters)} "
+         f"in {results['timing']['total_s']:.1f} s (feature cache: {plan.cache.hits} hits, {plan.cache.misses} misses)")
+    return results
+
+
+def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from .engine import corrupt_cells
+
+    cells = [(c, s) for c in plan.corruptions for s in plan.severities]
+    family = plan.suite.corruptions
+    todo = [cell for cell in cells if not all(ev.has("test", *cell) for ev in evals.values())]
+    rows = []
+    bar = tqdm(total=len(cells), desc="corruptions x severities", disable=not progress)
+    for cell in cells:  # cached cells first: no corruption needed
+        if cell in todo:
+            continue
+        for name, ev in evals.items():
+            rows.append(_row(name, plan, *cell, ev.probe(ev.features(None, "test", *cell)), data.test.labels,
+                             family[cell[0]]))
+        bar.update(1)
+    workers = plan.cfg.workers or None
+    for cell, images in corrupt_cells(plan.suite, data.test.images, todo, plan.cfg.seed, workers):
+        for name, ev in evals.items():
+            rows.append(_row(name, plan, *cell, ev.probe(ev.features(images, "test", *cell)), data.test.labels,
+                             family[cell[0]]))
+        bar.update(1)
+    bar.close()
+    order = {cell: i for i, cell in enumerate(cells)}
+    enc_order = {n: i for i, n in enumerate(evals)}
+    return sorted(rows, key=lambda r: (enc_order[r["encoder"]], order[(r["corruption"], r["severity"])]))
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}

@@ -1,0 +1,106 @@
+"""End to end on a tiny dataset: schema, determinism, caching, the paper's layout, atomic outputs."""
+import json
+
+import pytest
+
+import jerc_eval
+from jerc_eval.api import Reporter
+from jerc_eval.cli import main
+
+
+def _cfg(ckpt, npz, out, **kw):
+    cfg = dict(encoders=["mae", "dino"], encoder_options={"mae": {"checkpoint": str(ckpt["mae"])},
+                                                          "dino": {"checkpoint": str(ckpt["dino"])}},
+               dataset="npz", dataset_options={"path": str(npz)}, corruptions=["gaussian_noise", "contrast"],
+               severities=[1, 5], out=str(out), workers=1, probe_options={"c_steps": 2, "max_iter": 50})
+    cfg.update(kw)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def first_run(checkpoints, tiny_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run1")
+    return jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, out)), out
+
+
+def test_results_schema(first_run):
+    res, out = first_run
+    doc = json.loads((out / "results.json").read_text())
+    for key in ("schema", "schema_version", "config", "seeds", "environment", "dataset", "suite", "encoders",
+                "rows", "summary", "comparison", "recommendation"):
+        assert key in doc
+    assert doc["schema"] == "jerc-eval/results" and doc["schema_version"] == 1
+    assert len(doc["rows"]) == 2 * (1 + 2 * 2)
+    row = doc["rows"][0]
+    assert set(row) >= {"encoder", "dataset", "probe", "suite", "corruption", "severity", "n", "correct", "accuracy",
+                        "ci95"}
+    assert row["corruption"] == "clean" and row["n"] == 120
+    enc = doc["encoders"]["mae"]
+    assert enc["paradigm"] == "RC" and doc["encoders"]["dino"]["paradigm"] == "JE"
+    assert len(enc["weights_sha256"]) == 64 and enc["feature_protocol"] == "cls-after-final-norm"
+    assert enc["probe"]["train_accuracy"] > 0 and "C" in enc["probe"]
+    assert enc["floor"]["accuracy"] >= 0
+    assert doc["environment"]["packages"]["torch"]
+    md = (out / "report.md").read_text()
+    assert "| corruption | encoder | clean | S1 | S5 | Drop |" in md
+    assert "gaussian_noise" in md and "Recommendation" in md
+
+
+def test_drop_matches_rows(first_run):
+    res, _ = first_run
+    acc = {(r["encoder"], r["corruption"], r["severity"]): r["accuracy"] for r in res["rows"]}
+    s1, s5 = acc[("dino", "contrast", 1)], acc[("dino", "contrast", 5)]
+    got = res["summary"]["dino"]["corruptions"]["contrast"]["drop"]
+    assert got == pytest.approx(100 * (s1 - s5) / s1)
+
+
+def test_same_seed_same_results_and_cache(first_run, checkpoints, tiny_npz, tmp_path):
+    res, _ = first_run
+    again = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / "b"))  # cached features
+    fresh = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / "c", no_cache=True, workers=2))
+    assert again["rows"] == res["rows"] == fresh["rows"]
+    assert again["summary"] == res["summary"]
+
+
+def test_other_seed_changes_corruption_draws(first_run, checkpoints, tiny_npz, tmp_path):
+    res, _ = first_run
+    other = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / "d", seed=1, floors=False))
+    clean = lambda r: [x["correct"] for x in r["rows"] if x["corruption"] == "clean"]
+    assert clean(other) == clean(res)
+    assert other["config"]["seed"] == 1
+
+
+def test_failing_reporter_leaves_no_partial_output(checkpoints, tiny_npz, tmp_path):
+    from jerc_eval.pipeline import run
+    from jerc_eval.config import from_mapping
+    from jerc_eval.plugins import create_host
+
+    class Boom(Reporter):
+        name = "boom"
+        filename = "boom.txt"
+
+        def render(self, results):
+            raise RuntimeError("renderer bug")
+
+    host = create_host()
+    host.registry("reporters").register(Boom, plugin="test")
+    cfg = from_mapping(_cfg(checkpoints, tiny_npz, tmp_path / "o", reporters=["json", "markdown", "boom"],
+                            floors=False))
+    with pytest.raises(RuntimeError):
+        run(cfg, host=host, echo=lambda m: None, progress=False)
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_cli_run_with_yaml_config_and_flags(checkpoints, tiny_npz, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"encoders: [dino]\nencoder_options: {{dino: {{checkpoint: '{checkpoints['dino']}'}}}}\n"
+                   f"dataset: npz\ndataset_options: {{path: '{tiny_npz}'}}\ncorruptions: [noise]\nseverities: [1, 3]\n"
+                   f"seed: 5\nfloors: false\nworkers: 1\n")
+    out = tmp_path / "o"
+    code = main(["run", "--config", str(cfg), "-s", "2", "--out", str(out), "--quiet", "-p", "c_steps", "2"])
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["suite"]["severities"] == [2]  # the flag won
+    assert doc["config"]["seed"] == 5  # from the file
+    assert list(doc["suite"]["corruptions"]) == ["gaussian_noise", "shot_noise", "impulse_noise"]
+    assert "Drop" in capsys.readouterr().out

@@ -145,7 +145,9 @@ class CorruptionSuite(Configurable):
     default: ClassVar[tuple[str, ...]] = ()  # what runs when no subset is asked for
     severities: ClassVar[tuple[int, ...]] = (1, 2, 3, 4, 5)
     min_size: ClassVar[int] = 32
-    backend: ClassVar[str] = "reference"
+    backends: ClassVar[tuple[str, ...]] = ("reference",)  # the first is the default
+    backend: str = "reference"  # set by the core from the run's ``backend`` key
+    device: str = "cpu"  # where an in-process (torch) backend runs
 
     @classmethod
     def kind_label(cls) -> str:

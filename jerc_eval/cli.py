@@ -26,6 +26,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--dataset", metavar="NAME", help="dataset (default photodigits)")
     p.add_argument("-d", "--dataset-option", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
     p.add_argument("--suite", metavar="NAME", help="corruption suite (default imagenet-c)")
+    p.add_argument("--backend", help="corruption backend: reference (imagecorruptions) or fast (batched torch)")
     p.add_argument("-c", "--corruptions", metavar="LIST", help="comma-separated corruption or family names "
                    "(noise, blur, weather, digital, extra)")
     p.add_argument("--extra", action="store_true", default=None, help="add the 4 extra corruptions")
@@ -76,7 +77,7 @@ def _run_config(args: argparse.Namespace) -> Any:
     flags: dict[str, Any] = {}
     if args.encoder:
         flags["encoders"] = [e.strip() for item in args.encoder for e in item.split(",") if e.strip()]
-    simple = {"dataset": args.dataset, "suite": args.suite, "probe": args.probe, "seed": args.seed, "out": args.out,
+    simple = {"dataset": args.dataset, "suite": args.suite, "backend": args.backend, "probe": args.probe, "seed": args.seed, "out": args.out,
               "workers": args.workers, "batch_size": args.batch_size, "device": args.device,
               "cache_dir": args.cache_dir, "no_cache": args.no_cache, "floors": args.floors, "extra": args.extra,
               "corruptions": args.corruptions, "severities": args.severities, "reporters": args.reporter}

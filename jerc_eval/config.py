@@ -20,6 +20,8 @@ class RunConfig:
     dataset: str = "photodigits"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     suite: str = "imagenet-c"
+    # corruption code: "reference" (imagecorruptions, CPU process pool) or "fast" (batched torch, GPU when present)
+    backend: str = "reference"
     # corruption names or family names (noise, blur, weather, digital, extra); empty means the suite's default
     corruptions: list[str] = field(default_factory=list)
     # add the suite's 4 extra corruptions (never part of mCE) to the default 15

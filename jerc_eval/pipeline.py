@@ -80,6 +80,9 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
     encoders = {n: enc_reg.get(n)(**cfg.encoder_options.get(n, {})) for n in cfg.encoders}
     dataset = host.registry("datasets").get(cfg.dataset)(**cfg.dataset_options)
     suite = host.registry("suites").get(cfg.suite)()
+    if cfg.backend not in suite.backends:
+        raise UsageError(f"suite {suite.name!r} has no backend {cfg.backend!r}; use one of {', '.join(suite.backends)}")
+    suite.backend = cfg.backend
     probe = host.registry("probes").get(cfg.probe)(**cfg.probe_options)
     reporters = [host.registry("reporters").get(r)() for r in cfg.reporters]
     severities = parse_severities(cfg.severities)
@@ -91,8 +94,10 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
         raise UsageError("batch_size must be >= 1 and workers >= 0; fix the flag or config key")
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     plugin_of = {n: enc_reg.entry(n).plugin for n in cfg.encoders}
+    device = pick_device(cfg.device)
+    suite.device = device
     return Plan(cfg, dataset, encoders, suite, corruptions, severities, probe, reporters,
-                pick_device(cfg.device), FeatureCache(root, enabled=not cfg.no_cache), plugin_of)
+                device, FeatureCache(root, enabled=not cfg.no_cache), plugin_of)
 
 
 # ===================================================================================== 2. load
@@ -248,6 +253,8 @@ def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset,
                              family[cell[0]]))
         bar.update(1)
     workers = plan.cfg.workers or None
+    if plan.suite.backend != "reference":  # torch backends batch in-process (and on the GPU when present)
+        workers = 1
     for cell, images in corrupt_cells(plan.suite, data.test.images, todo, plan.cfg.seed, workers):
         for name, ev in evals.items():
             rows.append(_row(name, plan, *cell, ev.probe(ev.features(images, "test", *cell)), data.test.labels,

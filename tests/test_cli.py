@@ -33,6 +33,7 @@ def _one_line_error(err):
     (["run", "-e", "zoo-mae", "-o", "num_heads", "three"], 2, "not a valid int"),
     (["run", "-e", "zoo-mae", "-o", "chekpoint", "x"], 2, "unknown option 'chekpoint'"),
     (["list", "encodrs"], 2, "unknown kind"),
+    (["run", "--backend", "gpu"], 2, "no backend 'gpu'"),
 ])
 def test_bad_input(tmp_path, capsys, args, code, needle):
     out_dir = tmp_path / "out"

@@ -104,3 +104,14 @@ def test_cli_run_with_yaml_config_and_flags(checkpoints, tiny_npz, tmp_path, cap
     assert doc["config"]["seed"] == 5  # from the file
     assert list(doc["suite"]["corruptions"]) == ["gaussian_noise", "shot_noise", "impulse_noise"]
     assert "Drop" in capsys.readouterr().out
+
+
+def test_fast_backend_records_backend_and_stays_close(first_run, checkpoints, tiny_npz, tmp_path):
+    res, _ = first_run
+    fast = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / "f", backend="fast", floors=False))
+    assert fast["suite"]["backend"] == "fast" and fast["suite"]["backend_version"].startswith("jerc-eval-fast")
+    assert {r["backend"] for r in fast["rows"] if r["corruption"] != "clean"} == {"fast"}
+    ref = {(r["encoder"], r["corruption"], r["severity"]): r["accuracy"] for r in res["rows"]}
+    for r in fast["rows"]:  # contrast is deterministic: the fast backend reproduces the reference's accuracy
+        if r["corruption"] == "contrast":
+            assert r["accuracy"] == pytest.approx(ref[(r["encoder"], r["corruption"], r["severity"])], abs=0.02)

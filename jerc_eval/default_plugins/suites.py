@@ -16,15 +16,23 @@ class ImageNetC(CorruptionSuite):
                    "severities 1-5, reference code (imagecorruptions), ImageNet parameters")
     corruptions = dict(FAMILY_OF)
     default = COMMON
-    backend = "reference"
+    backends = ("reference", "fast")
 
     def corrupt(self, images: np.ndarray, corruption: str, severity: int, seeds: np.ndarray) -> np.ndarray:
+        if self.backend == "fast":
+            from ..corruptions.fast import corrupt_batch as fast_batch
+
+            return fast_batch(images, corruption, severity, seeds, device=self.device)
         from ..corruptions.reference import corrupt_batch
 
         return corrupt_batch(images, corruption, severity, seeds)
 
     @property
     def backend_version(self) -> str:
+        if self.backend == "fast":
+            from ..corruptions.fast import FAST_VERSION
+
+            return f"jerc-eval-fast=={FAST_VERSION}"
         from ..corruptions.reference import reference_version
 
         return reference_version()

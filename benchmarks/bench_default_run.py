@@ -1,0 +1,83 @@
+"""Time the default run (`jerc-eval run`, no arguments) cold and warm, against the bare encoder forward.
+
+Cold: an empty cache (dataset rendered, every corrupted test set computed, every feature extracted).
+Warm: the same command again (dataset and features come from the cache).
+Reference: the bare forward of the same encoders over the same number of images (what no evaluation can beat).
+
+    python benchmarks/bench_default_run.py [--out benchmarks/results/bench_default_run.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed_run(cache: Path, out: Path) -> float:
+    env = dict(os.environ, JERC_EVAL_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "jerc_eval", "run", "--out", str(out), "--quiet"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def bare_forward(n_images: int) -> dict[str, float]:
+    import numpy as np
+    import torch
+
+    from jerc_eval.features import extract
+    from jerc_eval.plugins import create_host
+
+    host = create_host(entry_points=False)
+    images = np.random.default_rng(0).integers(0, 256, size=(2000, 64, 64, 3), dtype=np.uint8)
+    out = {}
+    for name in ("zoo-mae", "zoo-dino", "zoo-byol"):
+        enc = host.registry("encoders").get(name)().load()
+        extract(enc, images[:256])
+        t = time.perf_counter()
+        extract(enc, images)
+        per_image = (time.perf_counter() - t) / len(images)
+        out[name] = per_image * n_images
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="benchmarks/results/bench_default_run.json")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cache, res = Path(tmp) / "cache", Path(tmp) / "res"
+        cold = timed_run(cache, res)
+        warm = timed_run(cache, res)
+        doc = json.loads((res / "results.json").read_text())
+    n_cells = len(doc["suite"]["corruptions"]) * len(doc["suite"]["severities"])
+    n_images = doc["dataset"]["n_test"] * n_cells + doc["dataset"]["n_train"] + doc["dataset"]["n_test"]
+    bare = bare_forward(n_images)
+    bare_total = sum(v for k, v in bare.items() if k.startswith("zoo-"))
+    result = {
+        "benchmark": "default run (jerc-eval run)", "machine": platform.platform(), "cpus": os.cpu_count(),
+        "cells": n_cells, "images_per_encoder": n_images,
+        "cold_s": round(cold, 1), "warm_s": round(warm, 1),
+        "bare_forward_s": {k: round(v, 1) if isinstance(v, float) else v for k, v in bare.items()},
+        "bare_forward_total_s": round(bare_total, 1),
+        "cold_over_bare_forward": round(cold / bare_total, 2),
+        "run_timing": doc["timing"],
+    }
+    print(f"{'what':<34}{'seconds':>10}")
+    print(f"{'cold run (empty cache)':<34}{cold:>10.1f}")
+    print(f"{'warm run (cached)':<34}{warm:>10.1f}")
+    print(f"{'bare forward, 3 encoders':<34}{bare_total:>10.1f}   ({n_images} images each)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -343,7 +343,7 @@ def augmentation_spectrum(clean: np.ndarray, recipe: Mapping[str, Any], basis: P
     n, h, w, c = imgs.shape
     native = min(h, w)
     R = int(work_size or min(native, 4 * basis.size))
-    x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).double()
+    x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float()
     x = x / 255.0 if imgs.dtype == np.uint8 else x
     if c == 1:
         x = x.expand(n, 3, h, w)
@@ -359,10 +359,10 @@ def augmentation_spectrum(clean: np.ndarray, recipe: Mapping[str, Any], basis: P
         for t, (_, spec) in enumerate(specs):
             sel = (ids[j] == t).nonzero().view(-1)
             if len(sel):
-                out[sel] = _pool(_augment(x[sel], spec, gen, native), basis.size, basis.rgb, F)
+                out[sel] = _pool(_augment(x[sel], spec, gen, native), basis.size, basis.rgb, F).double()
         views[j] = out
     V = views.numpy()
-    orig = _pool(x, basis.size, basis.rgb, F).numpy()
+    orig = _pool(x, basis.size, basis.rgb, F).double().numpy()
     mean_view = V.mean(0)
     dev = (V - mean_view[None]).reshape(-1, basis.d)
     cov = dev.T @ dev / max(n * (n_views - 1), 1)  # unbiased within-image covariance
@@ -436,7 +436,7 @@ def estimate(clean_images: np.ndarray, labels: np.ndarray,
              corrupted_by_cell: Mapping[tuple[str, int], np.ndarray] | Iterable[tuple[tuple[str, int], np.ndarray]],
              recipes: Mapping[str, Mapping[str, Any]], seed: int = 0, max_images: int = 256, *,
              paradigms: Mapping[str, str] | None = None, size: int = 16, rgb: bool = False, dim: int = 64,
-             n_views: int = 8) -> dict:
+             n_views: int = 8, basis_images: int = 2048) -> dict:
     """Alignment evidence for every corruption cell × encoder recipe (see the module docstring).
 
     :param clean_images: (N, H, W, C) uint8 clean images (the evaluation's test split) and their ``labels``.
@@ -447,16 +447,33 @@ def estimate(clean_images: np.ndarray, labels: np.ndarray,
         skipped (listed under ``skipped_encoders``).
     :param paradigms: ``{encoder name: "JE" | "RC"}``; lets the evidence say whether each encoder's own paradigm
         recovers at its recipe's α̂.
+    :param basis_images: the signal directions are found on up to this many clean images (a seeded subset that
+        contains the ``max_images`` subset); the F-test needs more images than the noise and augmentation spectra.
+    BLAS and torch run single-threaded inside (faster on a shared machine); the previous settings are restored.
     Returns a JSON-serialisable dict: ``basis``, ``augmentation`` per encoder, ``cells[corruption][severity]`` with
     the noise summary and per-encoder evidence, ``assumptions``, ``config``, ``timing_s``.
     """
     t0 = time.perf_counter()
+    with _single_thread():
+        return _estimate(clean_images, labels, corrupted_by_cell, recipes, seed, max_images, paradigms, size, rgb,
+                         dim, n_views, basis_images, t0)
+
+
+def _estimate(clean_images, labels, corrupted_by_cell, recipes, seed, max_images, paradigms, size, rgb, dim,
+              n_views, basis_images, t0) -> dict:
     clean_images = np.asarray(clean_images)
     labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(clean_images):
+        raise ValueError(f"{len(clean_images)} images but {len(labels)} labels")
     idx = subset_indices(len(clean_images), max_images, seed)
+    rest = np.setdiff1d(np.arange(len(clean_images)), idx)
+    rng = np.random.default_rng(derive_seed(seed, "alignment-evidence-basis"))
+    extra = rng.choice(rest, size=min(len(rest), max(basis_images - len(idx), 0)), replace=False)
+    bidx = np.concatenate([idx, np.sort(extra)])
     clean = clean_images[idx]
-    Xc = to_pixel_space(clean, size, rgb)
-    basis = pixel_basis(clean, labels[idx], dim=dim, size=size, rgb=rgb, coords=Xc)
+    Xb = to_pixel_space(clean_images[bidx], size, rgb)
+    Xc = Xb[: len(idx)]
+    basis = pixel_basis(None, labels[bidx], dim=dim, size=size, rgb=rgb, coords=Xb)
     paradigms = dict(paradigms or {})
     augs, skipped_enc = {}, []
     for enc, recipe in recipes.items():
@@ -485,6 +502,7 @@ def estimate(clean_images: np.ndarray, labels: np.ndarray,
     return _jsonable({
         "method": "jerc-eval alignment evidence", "version": VERSION,
         "config": {"size": size, "rgb": rgb, "dim": dim, "n_views": n_views, "n_images": int(len(idx)),
+                   "basis_images": int(len(bidx)),
                    "seed": int(seed), "max_images": int(max_images), "noise_floor_rel": NOISE_FLOOR_REL,
                    "pixel_units": "images in [0, 1]; variances along unit vectors of the full-resolution pixel space"},
         "basis": basis.summary(),
@@ -497,6 +515,31 @@ def estimate(clean_images: np.ndarray, labels: np.ndarray,
         "assumptions": ASSUMPTIONS,
         "timing_s": {"augmentation": round(t_aug, 3), "total": round(time.perf_counter() - t0, 3)},
     })
+
+
+class _single_thread:
+    """Pin BLAS (threadpoolctl, when installed) and torch to one thread; restore on exit."""
+
+    def __enter__(self):
+        import torch
+
+        self._torch = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._blas = threadpool_limits(limits=1)
+        except ImportError:  # pragma: no cover
+            self._blas = None
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self._torch)
+        if self._blas is not None:
+            self._blas.restore_original_limits()
+        return False
 
 
 # ============================================================================================== combine

@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="installed plugins: name, version, hooks (JSON)")
     lp = sub.add_parser("list", help="registered encoders, suites, datasets, probes or reporters")
     lp.add_argument("kind", help="encoders | suites | datasets | probes | reporters | corruptions")
+    gp = sub.add_parser("gate", help="pass or fail a release: thresholds and a baseline over results.json",
+                        description="Gate a release on a results document. Exit 0 pass, 1 gate failed, 2 usage "
+                                    "error, 3 internal error. See docs/gate.md for policy keys.")
+    gp.add_argument("results", metavar="RESULTS", help="results.json written by `jerc-eval run`")
+    gp.add_argument("--baseline", metavar="RESULTS", help="results of the previous release to compare with")
+    gp.add_argument("--policy", metavar="TOML", help="thresholds (gate.toml)")
+    gp.add_argument("--junit", metavar="FILE", help="write JUnit XML for CI job pages")
+    gp.add_argument("--summary", metavar="FILE", help="write a Markdown summary")
+    gp.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
+                    help="a policy key that wins over the file, e.g. --set min_clean_accuracy 0.8")
     th = sub.add_parser("theory", help="the paper's linear theory")
     th_sub = th.add_subparsers(dest="theory_command", metavar="COMMAND")
     rp = th_sub.add_parser("reproduce", help="regenerate the paper's Figure 3 protocol offline (PNG + JSON)")
@@ -106,6 +116,13 @@ def _list(host: Any, kind: str) -> None:
         print(f"{entry.name:<14} {entry.plugin:<36} {getattr(entry.obj, 'description', '')}")
 
 
+def _number_or_text(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .plugins import create_host
 
@@ -120,6 +137,11 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         out = reproduce(args.out, seed=args.seed, fast=args.fast)
         print(f"wrote {args.out}/figure3.png and {args.out}/figure3.json" if isinstance(out, dict) else out)
         return 0
+    if args.command == "gate":
+        from .gate import gate_main
+
+        overrides = {k: _number_or_text(v) for k, v in args.set}
+        return gate_main(args.results, args.baseline, args.policy, args.junit, args.summary, overrides or None)
     host = create_host(plugin_files=args.plugin, strict=args.strict_plugins)
     if args.command == "plugins":
         print(json.dumps(host.plugin_info(), indent=2))

@@ -29,7 +29,7 @@ class RunConfig:
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     probe: str = "logreg"
     probe_options: dict[str, Any] = field(default_factory=dict)
-    reporters: list[str] = field(default_factory=lambda: ["json", "markdown"])
+    reporters: list[str] = field(default_factory=lambda: ["json", "markdown", "html"])
     # every random draw (corruptions, probe split, random-init floors) derives from this
     seed: int = 0
     batch_size: int = 256

@@ -169,6 +169,9 @@ class ResultsView(dict):
         if s is None:
             from .summary import encoder_summary
 
+            if (encoder, "clean", 0) not in self._cells:
+                raise UsageError(f"{self.path or 'results'} has no summary and no clean row for encoder {encoder!r}; "
+                                 f"rerun `jerc-eval run`")
             s = encoder_summary(self["rows"], encoder, int((self.get("dataset") or {}).get("num_classes") or 2))
         return s
 
@@ -225,7 +228,8 @@ class Policy:
     source: str = "policy"
 
     def rules(self) -> list[str]:
-        out = [k for k in ("min_clean_accuracy", "max_drop", "max_mce", "max_regression") if getattr(self, k) is not None]
+        scalars = ("min_clean_accuracy", "max_drop", "max_mce", "max_regression")
+        out = [k for k in scalars if getattr(self, k) is not None]
         out += [k for k in ("max_drop_per_corruption", "max_family_drop") if getattr(self, k)]
         return out
 
@@ -257,7 +261,19 @@ def policy_from_mapping(data: dict[str, Any], base: Policy | None = None, source
     if not isinstance(data, dict):
         raise UsageError(f"{source} must be a table of policy keys")
     values: dict[str, Any] = {}
-    for key, value in data.items():
+    nested: dict[str, Any] = {}
+    for key, value in data.items():  # "max_family_drop.noise = 5" (e.g. from --set) means a table entry
+        head, dot, rest = str(key).partition(".")
+        if dot and head in ("max_drop_per_corruption", "max_family_drop") and rest:
+            table = nested.setdefault(head, {})
+            if not isinstance(table, dict):
+                raise UsageError(f"policy key {head!r} in {source} should be a table of name = number")
+            table[rest] = value
+        elif key in nested and isinstance(value, dict):
+            nested[key].update(value)
+        else:
+            nested[key] = value
+    for key, value in nested.items():
         if key not in POLICY_KEYS:
             close = difflib.get_close_matches(key, POLICY_KEYS, n=1, cutoff=0.5)
             hint = f" Did you mean: {close[0]}?" if close else ""
@@ -437,6 +453,9 @@ def _mce_checks(view: ResultsView, enc: str, policy: Policy, base: ResultsView |
             if note not in warnings:
                 warnings.append(note.strip())
     else:
+        if enc not in base.encoders:
+            raise UsageError(f"{policy.source}: max_mce against the baseline needs encoder {enc!r} in the baseline "
+                             f"(it has {', '.join(base.encoders)}); gate shared encoders with the key `encoders`")
         b_errs, b_clean = base.errors(enc)
         b_missing = m.missing_for_mce(b_errs)
         if b_missing:
@@ -507,9 +526,10 @@ def evaluate_gate(results: dict, policy: Policy, baseline: dict | None = None) -
             ok = acc is not None and acc >= policy.min_clean_accuracy
             lo, hi = s.get("clean_ci95") or (None, None)
             ci = f" (95 % CI {100 * lo:.1f}-{100 * hi:.1f})" if lo is not None else ""
-            msg = (f"clean accuracy {_fmt(acc, 'fraction')}{ci} {'>=' if ok else '<'} {_fmt(policy.min_clean_accuracy, 'fraction')}"
+            limit = policy.min_clean_accuracy
+            msg = (f"clean accuracy {_fmt(acc, 'fraction')}{ci} {'>=' if ok else '<'} {_fmt(limit, 'fraction')}"
                    if acc is not None else "clean accuracy was not measured")
-            checks.append(Check(enc, "min_clean_accuracy", "clean", ok, acc, policy.min_clean_accuracy, msg, "fraction"))
+            checks.append(Check(enc, "min_clean_accuracy", "clean", ok, acc, limit, msg, "fraction"))
         if policy.max_drop is not None:
             checks.append(_at_most(enc, "max_drop", "mean", s.get("mean_drop"), policy.max_drop,
                                    "mean paper Drop over corruptions", "%",
@@ -638,16 +658,21 @@ def to_markdown(report: GateReport) -> str:
 def _write_atomic(files: dict[Path, str]) -> None:
     """Stage every file as a temp file next to its target, then os.replace each: no half-written reports."""
     staged: list[tuple[str, Path]] = []
+    umask = os.umask(0o022)
+    os.umask(umask)
     try:
         for final, text in files.items():
+            if final.is_dir():
+                raise UsageError(f"cannot write {str(final)!r}: it is a folder; pass a file name")
             try:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
             except OSError as exc:
                 raise UsageError(f"cannot write {str(final)!r} ({exc.strerror or exc}); pass a writable path") from None
+            staged.append((tmp, final))
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
-            staged.append((tmp, final))
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; reports are ordinary files
     except BaseException:
         for tmp, _ in staged:
             os.unlink(tmp)

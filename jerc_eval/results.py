@@ -105,6 +105,12 @@ def build_results(plan: Plan, host: Host, data: LoadedDataset, evals: dict[str, 
     return results
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_outputs(results: dict[str, Any], reporters: list[Reporter], out: Path) -> list[Path]:
     """Render every report in memory first, then move each into place; a failure leaves no partial file."""
     texts = {r.filename: r.render(results) for r in reporters}
@@ -118,6 +124,7 @@ def write_outputs(results: dict[str, Any], reporters: list[Reporter], out: Path)
             fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; reports are ordinary files
             staged.append((tmp, out / name))
     except BaseException:
         for tmp, _ in staged:

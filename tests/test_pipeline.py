@@ -44,6 +44,7 @@ def test_results_schema(first_run):
     md = (out / "report.md").read_text()
     assert "| corruption | encoder | clean | S1 | S5 | Drop |" in md
     assert "gaussian_noise" in md and "Recommendation" in md
+    assert (out / "report.html").read_text().startswith("<!doctype html>")
 
 
 def test_drop_matches_rows(first_run):

@@ -40,7 +40,19 @@ class MarkdownReporter(Reporter):
         return render_markdown(results)
 
 
+class HTMLReporter(Reporter):
+    name = "html"
+    description = "report.html: self-contained page with plots (accuracy vs severity, Drop bars, heatmap)"
+    filename = "report.html"
+
+    def render(self, results: dict[str, Any]) -> str:
+        from ..report.html import render_html
+
+        return render_html(results)
+
+
 @hookimpl
 def register_reporters(register: Any) -> None:
     register(JSONReporter)
     register(MarkdownReporter)
+    register(HTMLReporter)

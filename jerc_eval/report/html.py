@@ -1,0 +1,163 @@
+"""report.html: one self-contained file (inline SVG plots, no scripts or assets from the network).
+
+Plots: accuracy vs severity per corruption (one panel per corruption, one line per encoder, 95 % bands), the
+paper's Drop per corruption as grouped bars with 95 % error bars, and a corruption x severity heatmap of
+accuracy per encoder.
+"""
+from __future__ import annotations
+
+import html
+import io
+import math
+from typing import Any
+
+from ..summary import Z95, num, pct
+from .markdown import render_markdown
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.25rem .5rem}
+th{background:#f4f4f4}.plot svg{max-width:100%;height:auto}.headline{font-weight:600;background:#eef6ee;
+padding:.6rem;border-left:4px solid #3a3}.meta{color:#555;font-size:.9rem}
+"""
+
+
+def _svg(fig: Any) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline SVG in HTML
+
+
+def _figure(w: float, h: float) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "jerc-eval"  # stable ids: the same results give the same file
+    return plt, plt.figure(figsize=(w, h))
+
+
+def plot_accuracy_vs_severity(results: dict[str, Any]) -> str:
+    summary = results["summary"]
+    sevs = results["suite"]["severities"]
+    corrs = list(results["suite"]["corruptions"])
+    cols = min(5, max(1, len(corrs)))
+    rows = math.ceil(len(corrs) / cols)
+    plt, fig = _figure(3.0 * cols, 2.4 * rows)
+    for i, c in enumerate(corrs):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for name, s in summary.items():
+            d = s["corruptions"].get(c)
+            if not d:
+                continue
+            xs = [0] + sevs
+            ys = [100 * s["clean_accuracy"]] + [100 * d["accuracy"][str(v)] for v in sevs]
+            lo = [100 * s["clean_ci95"][0]] + [100 * d["ci95"][str(v)][0] for v in sevs]
+            hi = [100 * s["clean_ci95"][1]] + [100 * d["ci95"][str(v)][1] for v in sevs]
+            line, = ax.plot(xs, ys, marker="o", ms=3, label=f"{name} ({results['encoders'][name]['paradigm']})")
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+        ax.axhline(100 * next(iter(summary.values()))["chance"], color="grey", ls=":", lw=0.8)
+        ax.set_title(c, fontsize=9)
+        ax.set_xticks([0] + sevs, ["clean"] + [str(v) for v in sevs], fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylim(0, 100)
+    fig.axes[0].legend(fontsize=7, loc="lower left")
+    fig.supylabel("top-1 accuracy (%)", fontsize=9)
+    fig.tight_layout()
+    out = _svg(fig)
+    plt.close(fig)
+    return out
+
+
+def plot_drop_bars(results: dict[str, Any]) -> str | None:
+    summary = results["summary"]
+    corrs = [c for c in results["suite"]["corruptions"]
+             if any(s["corruptions"].get(c, {}).get("drop") is not None for s in summary.values())]
+    if not corrs:
+        return None
+    plt, fig = _figure(max(6.0, 0.6 * len(corrs) * max(1, len(summary)) / 1.5), 3.2)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(summary)
+    for k, (name, s) in enumerate(summary.items()):
+        xs = [i + (k - (len(summary) - 1) / 2) * width for i in range(len(corrs))]
+        ys = [s["corruptions"][c]["drop"] or 0.0 for c in corrs]
+        err = [Z95 * (s["corruptions"][c]["drop_se"] or 0.0) for c in corrs]
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=f"{name} ({results['encoders'][name]['paradigm']})")
+    ax.set_xticks(range(len(corrs)), corrs, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("Drop = 100·(S1−S5)/S1 (%)", fontsize=9)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = _svg(fig)
+    plt.close(fig)
+    return out
+
+
+def plot_heatmaps(results: dict[str, Any]) -> str:
+    summary = results["summary"]
+    sevs = results["suite"]["severities"]
+    corrs = list(results["suite"]["corruptions"])
+    plt, fig = _figure(2.2 + 1.6 * len(summary) * max(1, len(sevs)) / 5, 0.3 * len(corrs) + 1.2)
+    for k, (name, s) in enumerate(summary.items()):
+        ax = fig.add_subplot(1, len(summary), k + 1)
+        grid = [[100 * s["corruptions"][c]["accuracy"][str(v)] for v in sevs] for c in corrs]
+        im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(sevs)), [f"S{v}" for v in sevs], fontsize=7)
+        ax.set_yticks(range(len(corrs)), corrs if k == 0 else [""] * len(corrs), fontsize=7)
+        ax.set_title(name, fontsize=9)
+        for i, row in enumerate(grid):
+            for j, val in enumerate(row):
+                ax.text(j, i, f"{val:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if val < 50 else "black")
+    fig.colorbar(im, ax=fig.axes, shrink=0.8, label="accuracy (%)")
+    out = _svg(fig)
+    plt.close(fig)
+    return out
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _summary_table(results: dict[str, Any]) -> str:
+    rows = []
+    for name, s in results["summary"].items():
+        e = results["encoders"][name]
+        floor = (e.get("floor") or {}).get("accuracy")
+        lo, hi = s["clean_ci95"]
+        drop = "-" if s["mean_drop"] is None else f"{num(s['mean_drop'])} ±{num(Z95 * s['mean_drop_se'])}"
+        rows.append([name, e["paradigm"], e["arch"], f"{pct(s['clean_accuracy'])} [{pct(lo)}, {pct(hi)}]",
+                     pct(floor), pct(s["mean_corrupted_accuracy"]), drop])
+    return _table(["encoder", "paradigm", "architecture", "clean (95% CI)", "random-init floor",
+                   "mean corrupted", "mean Drop ±95%"], rows)
+
+
+def render_html(results: dict[str, Any]) -> str:
+    d, su = results["dataset"], results["suite"]
+    rec = results.get("recommendation") or {}
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>jerc-eval report</title>", f"<style>{_CSS}</style></head><body>",
+        "<h1>jerc-eval robustness report</h1>",
+        f"<p class='meta'>{html.escape(d['name'])}: {d['n_train']} train / {d['n_test']} test images, "
+        f"{d['num_classes']} classes · suite {html.escape(su['name'])} ({su['backend']} "
+        f"{html.escape(str(su['backend_version']))}) · seed {results['config']['seed']} · jerc-eval "
+        f"{results['jerc_eval_version']} · {results['created']}</p>",
+    ]
+    if rec:
+        parts.append(f"<p class='headline' id='recommendation'>{html.escape(rec.get('headline', ''))}</p>")
+    parts += ["<h2>Summary</h2>", _summary_table(results),
+              "<h2>Accuracy vs severity</h2><div class='plot' id='plot-accuracy'>",
+              plot_accuracy_vs_severity(results), "</div>"]
+    bars = plot_drop_bars(results)
+    if bars:
+        parts += ["<h2>Drop per corruption</h2><div class='plot' id='plot-drop'>", bars, "</div>"]
+    parts += ["<h2>Accuracy heatmap (corruption × severity)</h2><div class='plot' id='plot-heatmap'>",
+              plot_heatmaps(results), "</div>",
+              "<h2>Full tables</h2><pre>", html.escape(render_markdown(results)), "</pre></body></html>"]
+    return "\n".join(parts)

@@ -33,6 +33,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument("-s", "--severities", metavar="LIST", help="comma-separated severities in 1..5")
     p.add_argument("--probe", metavar="NAME", help="probe (default logreg)")
     p.add_argument("-p", "--probe-option", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
+    p.add_argument("--probe-fit-on", choices=("clean", "matched"),
+                   help="fit the probe on clean train features (default) or per cell on matched corrupted train")
     p.add_argument("--reporter", action="append", metavar="NAME", help="reporters (default json, markdown)")
     p.add_argument("--seed", type=int, help="run seed: every random draw derives from it (default 0)")
     p.add_argument("--out", metavar="DIR", help="output folder (default jerc-eval-results)")
@@ -71,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--summary", metavar="FILE", help="write a Markdown summary")
     gp.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
                     help="a policy key that wins over the file, e.g. --set min_clean_accuracy 0.8")
+    cp = sub.add_parser("corruptions", help="corruption tools")
+    cp_sub = cp.add_subparsers(dest="corruptions_command", metavar="COMMAND")
+    cc = cp_sub.add_parser("compare", help="fidelity of the fast backend against imagecorruptions (table + JSON)",
+                           add_help=False)
+    cc.add_argument("rest", nargs=argparse.REMAINDER)
     th = sub.add_parser("theory", help="the paper's linear theory")
     th_sub = th.add_subparsers(dest="theory_command", metavar="COMMAND")
     rp = th_sub.add_parser("reproduce", help="regenerate the paper's Figure 3 protocol offline (PNG + JSON)")
@@ -87,7 +94,7 @@ def _run_config(args: argparse.Namespace) -> Any:
     flags: dict[str, Any] = {}
     if args.encoder:
         flags["encoders"] = [e.strip() for item in args.encoder for e in item.split(",") if e.strip()]
-    simple = {"dataset": args.dataset, "suite": args.suite, "backend": args.backend, "probe": args.probe, "seed": args.seed, "out": args.out,
+    simple = {"dataset": args.dataset, "suite": args.suite, "backend": args.backend, "probe": args.probe, "probe_fit_on": args.probe_fit_on, "seed": args.seed, "out": args.out,
               "workers": args.workers, "batch_size": args.batch_size, "device": args.device,
               "cache_dir": args.cache_dir, "no_cache": args.no_cache, "floors": args.floors, "extra": args.extra,
               "corruptions": args.corruptions, "severities": args.severities, "reporters": args.reporter}
@@ -137,6 +144,13 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         out = reproduce(args.out, seed=args.seed, fast=args.fast)
         print(f"wrote {args.out}/figure3.png and {args.out}/figure3.json" if isinstance(out, dict) else out)
         return 0
+    if args.command == "corruptions":
+        if args.corruptions_command != "compare":
+            raise UsageError("use `jerc-eval corruptions compare [--size N --n N --repeats N --out FILE]`")
+        from .corruptions.fidelity import main as compare
+
+        rows = compare(args.rest)
+        return 0 if all(r.get("passed", True) and r.get("replay_passed", True) for r in rows) else 1
     if args.command == "gate":
         from .gate import gate_main
 
@@ -158,7 +172,12 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["corruptions", "compare"]:  # its own flags go to the fidelity harness untouched
+        args = parser.parse_args(argv[:2])
+        args.rest = argv[2:]
+    else:
+        args = parser.parse_args(argv)
     if not args.debug:
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     try:

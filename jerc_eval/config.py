@@ -29,6 +29,9 @@ class RunConfig:
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     probe: str = "logreg"
     probe_options: dict[str, Any] = field(default_factory=dict)
+    # "clean": one probe fit on clean train features (how a released encoder holds up); "matched": a probe per
+    # corruption and severity, fit on the train split under that corruption (the paper's Table 1 reading)
+    probe_fit_on: str = "clean"
     reporters: list[str] = field(default_factory=lambda: ["json", "markdown", "html"])
     # every random draw (corruptions, probe split, random-init floors) derives from this
     seed: int = 0

@@ -90,6 +90,8 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
         if s not in suite.severities:
             raise UsageError(f"severity {s} is not offered by suite {suite.name!r}; use {list(suite.severities)}")
     corruptions = resolve_corruptions(suite, cfg.corruptions, cfg.extra)
+    if cfg.probe_fit_on not in ("clean", "matched"):
+        raise UsageError(f"probe_fit_on must be 'clean' or 'matched', not {cfg.probe_fit_on!r}")
     if cfg.batch_size < 1 or cfg.workers < 0:
         raise UsageError("batch_size must be >= 1 and workers >= 0; fix the flag or config key")
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
@@ -235,35 +237,50 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
     return results
 
 
-def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
-
+def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, split: str,
+                 cells: list[tuple[str, int]], run_seed: int) -> Any:
+    """Yield ``(cell, {encoder: features})`` in the order of ``cells``; cached cells are not corrupted again."""
     from .engine import corrupt_cells
 
-    cells = [(c, s) for c in plan.corruptions for s in plan.severities]
-    family = plan.suite.corruptions
-    todo = [cell for cell in cells if not all(ev.has("test", *cell) for ev in evals.values())]
-    rows = []
-    bar = tqdm(total=len(cells), desc="corruptions x severities", disable=not progress)
-    for cell in cells:  # cached cells first: no corruption needed
-        if cell in todo:
-            continue
-        for name, ev in evals.items():
-            rows.append(_row(name, plan, *cell, ev.probe(ev.features(None, "test", *cell)), data.test.labels,
-                             family[cell[0]]))
-        bar.update(1)
     workers = plan.cfg.workers or None
     if plan.suite.backend != "reference":  # torch backends batch in-process (and on the GPU when present)
         workers = 1
-    for cell, images in corrupt_cells(plan.suite, data.test.images, todo, plan.cfg.seed, workers):
+    todo = [cell for cell in cells if not all(ev.has(split, *cell) for ev in evals.values())]
+    fresh = corrupt_cells(plan.suite, images, todo, run_seed, workers)
+    for cell in cells:
+        imgs = None
+        if cell in todo:
+            got, imgs = next(fresh)
+            assert got == cell
+        yield cell, {name: ev.features(imgs, split, *cell) for name, ev in evals.items()}
+
+
+def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset, progress: bool) -> list[dict]:
+    """One row per (encoder, corruption, severity). With ``probe_fit_on = "matched"`` the probe of each cell is
+    fit on the train split under the same corruption and severity (the paper's Table 1 reading)."""
+    from tqdm.auto import tqdm
+
+    from .seeding import derive_seed
+
+    cells = [(c, s) for c in plan.corruptions for s in plan.severities]
+    family = plan.suite.corruptions
+    matched = plan.cfg.probe_fit_on == "matched"
+    test_stream = _cell_stream(plan, evals, data.test.images, "test", cells, plan.cfg.seed)
+    train_stream = _cell_stream(plan, evals, data.train.images, "train", cells,
+                                derive_seed(plan.cfg.seed, "train")) if matched else None
+    rows = []
+    for cell, feats in tqdm(test_stream, total=len(cells), desc="corruptions x severities", disable=not progress):
+        train_feats = next(train_stream)[1] if train_stream is not None else None
         for name, ev in evals.items():
-            rows.append(_row(name, plan, *cell, ev.probe(ev.features(images, "test", *cell)), data.test.labels,
-                             family[cell[0]]))
-        bar.update(1)
-    bar.close()
-    order = {cell: i for i, cell in enumerate(cells)}
-    enc_order = {n: i for i, n in enumerate(evals)}
-    return sorted(rows, key=lambda r: (enc_order[r["encoder"]], order[(r["corruption"], r["severity"])]))
+            predict, extra = ev.probe, {}
+            if train_feats is not None:
+                fitted = plan.probe.fit(train_feats[name], data.train.labels, len(data.class_names), plan.cfg.seed,
+                                        plan.device)
+                predict = fitted.predict
+                extra = {"probe_train_accuracy": fitted.info.get("train_accuracy")}
+            row = _row(name, plan, *cell, predict(feats[name]), data.test.labels, family[cell[0]])
+            rows.append({**row, **extra})
+    return rows
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

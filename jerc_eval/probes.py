@@ -94,3 +94,100 @@ def fit_logreg(features: np.ndarray, labels: np.ndarray, num_classes: int, *, c_
             "dtype": str(dtype).replace("torch.", ""), "device": device, "train_accuracy": train_acc,
             "n_train": int(len(labels)), "dim": int(features.shape[1])}
     return model, info
+
+
+# ------------------------------------------------------------------------------------------- kNN (DINO)
+@dataclass
+class KNNModel:
+    train: Any  # (N, D) L2-normalised train features
+    labels: Any  # (N,) long
+    num_classes: int
+    k: int
+    temperature: float
+    chunk: int = 1024
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        """Cosine-similarity kNN with votes weighted by exp(sim / T) (DINO's eval_knn.py protocol)."""
+        import torch
+
+        x = torch.nn.functional.normalize(torch.as_tensor(feats, dtype=self.train.dtype,
+                                                          device=self.train.device), dim=1)
+        out = []
+        k = min(self.k, self.train.shape[0])
+        for start in range(0, len(x), self.chunk):
+            sim = x[start:start + self.chunk] @ self.train.T
+            top, idx = sim.topk(k, dim=1)
+            votes = torch.zeros(len(top), self.num_classes, dtype=top.dtype, device=top.device)
+            votes.scatter_add_(1, self.labels[idx], (top / self.temperature).exp())
+            out.append(votes.argmax(1))
+        return torch.cat(out).cpu().numpy().astype(np.int64)
+
+
+def fit_knn(features: np.ndarray, labels: np.ndarray, num_classes: int, *, k: int, temperature: float,
+            device: str) -> tuple[KNNModel, dict]:
+    import torch
+
+    train = torch.nn.functional.normalize(torch.as_tensor(features, dtype=torch.float32, device=device), dim=1)
+    model = KNNModel(train, torch.as_tensor(labels, dtype=torch.long, device=device), num_classes, k, temperature)
+    # train accuracy of a kNN counts each point as its own neighbour; report leave-one-out instead
+    loo = KNNModel(train, model.labels, num_classes, k + 1, temperature).predict(features)
+    info = {"k": k, "temperature": temperature, "metric": "cosine", "weights": "exp(sim/T)", "device": device,
+            "train_accuracy_incl_self": float((loo == labels).mean()), "n_train": int(len(labels))}
+    return model, info
+
+
+# ----------------------------------------------------------------------------- SGD head (MAE linprobe)
+@dataclass
+class HeadModel:
+    head: Any
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        import torch
+
+        p = next(self.head.parameters())
+        with torch.no_grad():
+            logits = self.head(torch.as_tensor(feats, dtype=p.dtype, device=p.device))
+        return logits.argmax(1).cpu().numpy().astype(np.int64)
+
+
+def fit_sgd_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, epochs: int, lr: float,
+                 batch_size: int, weight_decay: float, batchnorm: bool, seed: int,
+                 device: str) -> tuple[HeadModel, dict]:
+    """Minibatch SGD (momentum 0.9, cosine schedule) on a linear head, optionally after
+    BatchNorm1d(affine=False, eps=1e-6) as in MAE's main_linprobe.py; lr scales as base_lr * batch / 256."""
+    import math
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(features, dtype=torch.float32, device=device)
+    y = torch.as_tensor(labels, dtype=torch.long, device=device)
+    torch.manual_seed(seed)
+    layers = [torch.nn.BatchNorm1d(x.shape[1], affine=False, eps=1e-6)] if batchnorm else []
+    linear = torch.nn.Linear(x.shape[1], num_classes)
+    torch.nn.init.trunc_normal_(linear.weight, std=0.01)
+    torch.nn.init.zeros_(linear.bias)
+    head = torch.nn.Sequential(*layers, linear).to(device)
+    eff_lr = lr * batch_size / 256
+    opt = torch.optim.SGD(head.parameters(), lr=eff_lr, momentum=0.9, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total = epochs * steps_per_epoch
+    step = 0
+    head.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen).to(device)
+        for start in range(0, len(x), batch_size):
+            idx = perm[start:start + batch_size]
+            for g in opt.param_groups:
+                g["lr"] = eff_lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = torch.nn.functional.cross_entropy(head(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+    head.eval()
+    model = HeadModel(head)
+    info = {"epochs": epochs, "base_lr": lr, "lr": eff_lr, "batch_size": batch_size, "weight_decay": weight_decay,
+            "momentum": 0.9, "schedule": "cosine", "batchnorm_no_affine": batchnorm, "device": device,
+            "train_accuracy": float((model.predict(features) == labels).mean()), "n_train": int(len(labels))}
+    return model, info

@@ -81,3 +81,10 @@ def test_console_script_entry(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4
     assert proc.stderr.strip().startswith("error: unknown encoder 'nope'")
+
+
+def test_theory_reproduce_fast(tmp_path, capsys):
+    code, out, _ = run_cli(["theory", "reproduce", "--fast", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    doc = json.loads((tmp_path / "figure3.json").read_text())
+    assert (tmp_path / "figure3.png").stat().st_size > 1000 and doc

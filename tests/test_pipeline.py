@@ -116,3 +116,22 @@ def test_fast_backend_records_backend_and_stays_close(first_run, checkpoints, ti
     for r in fast["rows"]:  # contrast is deterministic: the fast backend reproduces the reference's accuracy
         if r["corruption"] == "contrast":
             assert r["accuracy"] == pytest.approx(ref[(r["encoder"], r["corruption"], r["severity"])], abs=0.02)
+
+
+def test_matched_protocol_fits_a_probe_per_cell(first_run, checkpoints, tiny_npz, tmp_path):
+    res, _ = first_run
+    m = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / "m", probe_fit_on="matched", floors=False,
+                                  encoders=["dino"], encoder_options={"dino": {"checkpoint": str(checkpoints["dino"])}}))
+    rows = [r for r in m["rows"] if r["corruption"] != "clean"]
+    assert rows and all(r["probe_train_accuracy"] is not None for r in rows)
+    assert m["config"]["probe_fit_on"] == "matched"
+    clean_probe = {(r["corruption"], r["severity"]): r["correct"] for r in res["rows"] if r["encoder"] == "dino"}
+    assert [r["correct"] for r in rows] != [clean_probe[(r["corruption"], r["severity"])] for r in rows]
+
+
+@pytest.mark.parametrize("probe", ["knn", "sgd"])
+def test_other_probes_run_end_to_end(checkpoints, tiny_npz, tmp_path, probe):
+    opts = {"epochs": 5} if probe == "sgd" else {}
+    res = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / probe, probe=probe, probe_options=opts,
+                                    floors=False, severities=[1]))
+    assert res["probe"]["name"] == probe and res["encoders"]["dino"]["probe"]["probe"] == probe

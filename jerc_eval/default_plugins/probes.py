@@ -38,6 +38,46 @@ class LogRegProbe(Probe):
         return FittedProbe(predict=model.predict, info={"probe": self.name, **info})
 
 
+class KNNProbe(Probe):
+    name = "knn"
+    description = "Cosine-weighted k-nearest neighbours on L2-normalised features (DINO's eval_knn protocol)"
+    options = {"k": Option(int, 20, "neighbours (DINO reports 10, 20, 100, 200)"),
+               "temperature": Option(float, 0.07, "vote weight exp(similarity / T)")}
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
+            device: str) -> FittedProbe:
+        from ..probes import fit_knn
+
+        if self.opts["k"] < 1 or self.opts["temperature"] <= 0:
+            from ..errors import UsageError
+
+            raise UsageError("knn needs k >= 1 and temperature > 0; fix -p k / -p temperature")
+        model, info = fit_knn(features, labels, num_classes, k=self.opts["k"],
+                              temperature=self.opts["temperature"], device=device)
+        return FittedProbe(predict=model.predict, info={"probe": self.name, **info})
+
+
+class SGDHeadProbe(Probe):
+    name = "sgd"
+    description = ("Linear head trained by minibatch SGD with a cosine schedule; BatchNorm without affine first "
+                   "(MAE's main_linprobe.py)")
+    options = {"epochs": Option(int, 90, "training epochs (MAE: 90)"),
+               "lr": Option(float, 0.1, "base learning rate, scaled by batch_size / 256 (MAE: 0.1)"),
+               "batch_size": Option(int, 256, "minibatch size"),
+               "weight_decay": Option(float, 0.0, "L2 weight decay (MAE: 0)"),
+               "batchnorm": Option(bool, True, "BatchNorm1d(affine=False, eps=1e-6) before the linear layer")}
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
+            device: str) -> FittedProbe:
+        from ..probes import fit_sgd_head
+
+        model, info = fit_sgd_head(features, labels, num_classes, seed=seed, device=device, **{
+            k: self.opts[k] for k in ("epochs", "lr", "batch_size", "weight_decay", "batchnorm")})
+        return FittedProbe(predict=model.predict, info={"probe": self.name, **info})
+
+
 @hookimpl
 def register_probes(register: Any) -> None:
     register(LogRegProbe)
+    register(KNNProbe)
+    register(SGDHeadProbe)

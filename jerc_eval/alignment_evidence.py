@@ -34,11 +34,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .seeding import derive_seed
-from .theory.alignment import Spectra, classify_regime, recovers, spectra_from_covariances
+from .theory.alignment import classify_regime, recovers, spectra_from_covariances
 
 __all__ = [
     "PixelBasis", "to_pixel_space", "pixel_basis", "noise_spectrum", "augmentation_spectrum", "subset_indices",
-    "cell_evidence", "estimate", "combine", "ASSUMPTIONS", "MODELLED_KEYS",
+    "noise_basis", "cell_evidence", "estimate", "combine", "ASSUMPTIONS", "MODELLED_KEYS",
 ]
 
 VERSION = 1
@@ -88,11 +88,16 @@ def to_pixel_space(images: np.ndarray, size: int = 16, rgb: bool = False, batch:
     return np.concatenate(out) if out else np.zeros((0, (3 if rgb else 1) * size * size))
 
 
-def _pool(t: Any, size: int, rgb: bool, F: Any) -> Any:
-    """(B, C, H, W) float tensor in [0, 1] → (B, D) orthonormal-subspace coordinates (see `to_pixel_space`)."""
-    b, c, h, w = t.shape
+def _pool(t: Any, size: int, rgb: bool, F: Any, full_hw: tuple[int, int] | None = None) -> Any:
+    """(B, C, H, W) float tensor in [0, 1] → (B, D) orthonormal-subspace coordinates (see `to_pixel_space`).
+
+    ``full_hw``: the resolution whose pixel space the coordinates refer to (default: the tensor's own), so views
+    drawn at a reduced working resolution are expressed in the native images' units.
+    """
+    b, c, h0, w0 = t.shape
+    h, w = full_hw or (h0, w0)
     if c == 1:
-        t = t.expand(b, 3, h, w)
+        t = t.expand(b, 3, h0, w0)
     elif c > 3:
         t = t[:, :3]
     p = F.adaptive_avg_pool2d(t, size) * math.sqrt(h * w / (size * size))
@@ -119,6 +124,7 @@ class PixelBasis:
     size: int
     rgb: bool
     candidates: int
+    significant: bool = True
 
     @property
     def k(self) -> int:
@@ -138,6 +144,7 @@ class PixelBasis:
         sig = np.flatnonzero(self.signal_mask)
         total = float(self.clean_variance.sum())
         return {"d": self.d, "k": self.k, "size": self.size, "rgb": self.rgb, "candidates": self.candidates,
+                "signal_significant": bool(self.significant),
                 "signal_pca_index": [int(i) for i in sig],
                 "signal_variance": _floats(self.clean_variance[sig][:TOP]),
                 "signal_f_ratio": _floats(self.f_ratio[sig][:TOP]),
@@ -183,7 +190,8 @@ def pixel_basis(clean_images: np.ndarray, labels: np.ndarray, dim: int = 64, siz
         p[:dim] = stats.f.sf(f[:dim], C - 1, n - C)
     ok = (p < level / max(dim, 1)) & (w > 0)
     ok[dim:] = False
-    if not ok.any():
+    significant = bool(ok.any())
+    if not significant:  # no direction passes: keep the best one and say so (basis.summary()["signal_significant"])
         ok[int(np.argmax(f[:dim]))] = True
     cap = dim if max_signal is None else int(max_signal)
     if ok.sum() > cap:
@@ -191,7 +199,7 @@ def pixel_basis(clean_images: np.ndarray, labels: np.ndarray, dim: int = 64, siz
         ok = np.zeros_like(ok)
         ok[keep] = True
     return PixelBasis(vectors=V, signal_mask=ok, clean_variance=w, f_ratio=f, f_pvalue=p, mean=mean, clean_cov=cov,
-                      size=size, rgb=rgb, candidates=dim)
+                      size=size, rgb=rgb, candidates=dim, significant=significant)
 
 
 # ================================================================================================ noise
@@ -328,7 +336,7 @@ def augmentation_spectrum(clean: np.ndarray, recipe: Mapping[str, Any], basis: P
                           n_views: int = 8, work_size: int | None = None) -> dict:
     """Θ_total: pooled covariance of ``view − mean view`` of views sampled from ``recipe`` on ``clean`` images.
 
-    Views are drawn at ``work_size`` pixels (default: min(native, 4 × basis.size)) and pooled into the basis's
+    Views are drawn at ``work_size`` pixels (default: min(native, 2 × basis.size)) and pooled into the basis's
     pixel space. Multi-type recipes (per-view probabilities such as BYOL's blur_p [1.0, 0.1], or a zoo "views"
     list weighted by ``n``) are sampled as a mixture. Returns ``cov`` (D, D), ``cov_basis``, ``trace``,
     ``mean_view_shift_fraction`` (‖mean view − image‖² over the total view spread: the model assumes 0),
@@ -342,7 +350,7 @@ def augmentation_spectrum(clean: np.ndarray, recipe: Mapping[str, Any], basis: P
         imgs = imgs[..., None]
     n, h, w, c = imgs.shape
     native = min(h, w)
-    R = int(work_size or min(native, 4 * basis.size))
+    R = int(work_size or min(native, 2 * basis.size))
     x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float()
     x = x / 255.0 if imgs.dtype == np.uint8 else x
     if c == 1:
@@ -359,10 +367,10 @@ def augmentation_spectrum(clean: np.ndarray, recipe: Mapping[str, Any], basis: P
         for t, (_, spec) in enumerate(specs):
             sel = (ids[j] == t).nonzero().view(-1)
             if len(sel):
-                out[sel] = _pool(_augment(x[sel], spec, gen, native), basis.size, basis.rgb, F).double()
+                out[sel] = _pool(_augment(x[sel], spec, gen, native), basis.size, basis.rgb, F, (h, w)).double()
         views[j] = out
     V = views.numpy()
-    orig = _pool(x, basis.size, basis.rgb, F).double().numpy()
+    orig = _pool(x, basis.size, basis.rgb, F, (h, w)).double().numpy()
     mean_view = V.mean(0)
     dev = (V - mean_view[None]).reshape(-1, basis.d)
     cov = dev.T @ dev / max(n * (n_views - 1), 1)  # unbiased within-image covariance
@@ -385,17 +393,32 @@ def subset_indices(n: int, max_images: int = 256, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_images, replace=False))
 
 
-def cell_evidence(basis: PixelBasis, noise: dict, aug: dict, paradigm: str | None = None) -> dict:
-    """Spectra, α̂², thresholds, regime and recovery for one (corruption cell, augmentation recipe) pair."""
+def _diag_in(B: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``diag(Bᵀ C B)`` without forming the product."""
+    return np.clip(np.einsum("ij,ji->i", B.T @ C, B), 0, None)
+
+
+def noise_basis(basis: PixelBasis, noise: dict) -> dict:
+    """Per-cell basis: the signal directions, then the noise block rotated to Γ's eigenbasis (Γ = QΛ_ΓQᵀ there)."""
     Vs, Vn = basis.signal_vectors(), basis.noise_vectors()
     g_nn = Vn.T @ noise["cov"] @ Vn
     w, R = np.linalg.eigh((g_nn + g_nn.T) / 2)
-    order = np.argsort(w)[::-1]
-    cell_basis = np.concatenate([Vs, Vn @ R[:, order]], axis=1)
+    cell_basis = np.concatenate([Vs, Vn @ R[:, np.argsort(w)[::-1]]], axis=1)
+    Pn = Vn @ Vn.T
+    return {"basis": cell_basis, "g": _diag_in(cell_basis, noise["cov"]), "gamma_noise_block": Pn @ noise["cov"] @ Pn}
+
+
+def cell_evidence(basis: PixelBasis, noise: dict, aug: dict, paradigm: str | None = None,
+                  nb: dict | None = None) -> dict:
+    """Spectra, α̂², thresholds, regime and recovery for one (corruption cell, augmentation recipe) pair.
+
+    :param nb: `noise_basis(basis, noise)`, when already computed for the cell (it does not depend on the recipe).
+    """
+    nb = noise_basis(basis, noise) if nb is None else nb
+    cell_basis, g = nb["basis"], nb["g"]
     mask = np.zeros(basis.d, dtype=bool)
     mask[: basis.k] = True
-    g = np.clip(np.einsum("ij,jk,ki->i", cell_basis.T, noise["cov"], cell_basis), 0, None)
-    t = np.clip(np.einsum("ij,jk,ki->i", cell_basis.T, aug["cov"], cell_basis), 0, None)
+    t = _diag_in(cell_basis, aug["cov"])
     gmax = float(g[~mask].max()) if (~mask).any() else 0.0
     floor = NOISE_FLOOR_REL * gmax
     keep = ~mask & (g > floor)
@@ -411,8 +434,7 @@ def cell_evidence(basis: PixelBasis, noise: dict, aug: dict, paradigm: str | Non
     a2_proj = float((t[keep] * g[keep]).sum() / (g[keep] ** 2).sum())
     # Θ = Θ_total − α̂²·(Γ restricted to the noise block): ≥ 0 on the kept noise directions by construction of α̂².
     # On the signal directions the model has Γ = 0, so Θ keeps the whole augmentation variance there.
-    Pn = Vn @ Vn.T
-    theta_cov = aug["cov"] - a2 * (Pn @ noise["cov"] @ Pn)
+    theta_cov = aug["cov"] - a2 * nb["gamma_noise_block"]
     sp = spectra_from_covariances(basis.clean_cov, noise["cov"], theta_cov, basis=cell_basis, signal_mask=mask,
                                   floor=floor)
     reg = classify_regime(sp)
@@ -497,7 +519,10 @@ def _estimate(clean_images, labels, corrupted_by_cell, recipes, seed, max_images
                            "mean_shift_fraction": _f(noise["mean_shift_fraction"]),
                            "on_signal_fraction": _f(noise["on_signal_fraction"]),
                            "eigenvalues": _floats(np.sort(np.linalg.eigvalsh(noise["cov"]))[::-1][:TOP])},
-                 "encoders": {enc: cell_evidence(basis, noise, aug, paradigms.get(enc)) for enc, aug in augs.items()}}
+                 "encoders": {}}
+        nb = noise_basis(basis, noise)
+        for enc, aug in augs.items():
+            entry["encoders"][enc] = cell_evidence(basis, noise, aug, paradigms.get(enc), nb)
         cells.setdefault(str(corr), {})[str(int(sev))] = entry
     return _jsonable({
         "method": "jerc-eval alignment evidence", "version": VERSION,
@@ -564,9 +589,11 @@ def _theory_for(cells: Mapping[str, Any], paradigms: Mapping[str, str]) -> dict:
         reason = (f"at the recipes' estimated alignment {_NAME[verdict]} recovers the clean solution and "
                   f"{_NAME['RC' if verdict == 'JE' else 'JE']} does not")
     elif votes["JE"] > votes["RC"] + votes["tie"]:
-        verdict, reason = "JE", f"joint embedding needs less alignment (α²_JE < α²_RC) for {votes['JE']} of {len(encs)} recipes"
+        verdict = "JE"
+        reason = f"joint embedding needs less alignment (α²_JE < α²_RC) for {votes['JE']} of {len(encs)} recipes"
     elif votes["RC"] > votes["JE"] + votes["tie"]:
-        verdict, reason = "RC", f"reconstruction needs less alignment (α²_RC < α²_JE) for {votes['RC']} of {len(encs)} recipes"
+        verdict = "RC"
+        reason = f"reconstruction needs less alignment (α²_RC < α²_JE) for {votes['RC']} of {len(encs)} recipes"
     else:
         verdict, reason = "tie", f"the recipes disagree on which paradigm needs less alignment ({votes})"
     return {"verdict": verdict, "severity": int(sev), "reason": reason, "regimes": regimes, "votes": votes,
@@ -641,6 +668,10 @@ def combine(results: Mapping[str, Any], evidence: Mapping[str, Any]) -> dict:
                 else f"alignment-aware: no overall winner: {detail}")
     if advised:
         headline += f"; augmentation misaligned with {len(advised)} corruption(s) (see advice)"
+    basis = evidence.get("basis") or {}
+    if basis.get("signal_significant") is False:
+        headline += ("; caution: no pixel direction separated the classes significantly, the theory side rests on "
+                     "the single best direction")
     out = {"paradigm": overall, "basis": "theory+empirical", "headline": headline,
            "je_better_on": sorted(c for c, e in per.items() if e["verdict"] == "JE"),
            "rc_better_on": sorted(c for c, e in per.items() if e["verdict"] == "RC"),
@@ -648,7 +679,8 @@ def combine(results: Mapping[str, Any], evidence: Mapping[str, Any]) -> dict:
            "assumptions": list(evidence.get("assumptions") or ASSUMPTIONS) + [
                "measurement: Drop = 100*(S1-S5)/S1 of a linear probe; significant beyond 1.96 SE",
                "theory verdict taken at each corruption's highest severity"],
-           "evidence_config": evidence.get("config")}
+           "evidence_config": evidence.get("config"),
+           "signal_directions": basis.get("k"), "signal_significant": basis.get("signal_significant")}
     return _jsonable(out)
 
 

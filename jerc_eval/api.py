@@ -148,6 +148,7 @@ class CorruptionSuite(Configurable):
     backends: ClassVar[tuple[str, ...]] = ("reference",)  # the first is the default
     backend: str = "reference"  # set by the core from the run's ``backend`` key
     device: str = "cpu"  # where an in-process (torch) backend runs
+    prerendered: ClassVar[bool] = False  # True: corrupted images are read from files (implement load_cell)
 
     @classmethod
     def kind_label(cls) -> str:
@@ -156,6 +157,13 @@ class CorruptionSuite(Configurable):
     @abc.abstractmethod
     def corrupt(self, images: np.ndarray, corruption: str, severity: int, seeds: np.ndarray) -> np.ndarray:
         """Corrupt uint8 NHWC images; image i's randomness comes from ``seeds[i]`` alone."""
+
+    def load_cell(self, corruption: str, severity: int, n: int) -> np.ndarray:
+        """Pre-rendered suites only: the ``n`` corrupted test images of one cell, in test-set order."""
+        raise NotImplementedError
+
+    def validate(self, test_images: np.ndarray, test_labels: np.ndarray) -> None:
+        """Check the suite fits the test set (pre-rendered suites: counts, sizes, labels). Raise DataError."""
 
     def families(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

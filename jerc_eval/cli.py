@@ -26,6 +26,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--dataset", metavar="NAME", help="dataset (default photodigits)")
     p.add_argument("-d", "--dataset-option", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
     p.add_argument("--suite", metavar="NAME", help="corruption suite (default imagenet-c)")
+    p.add_argument("-S", "--suite-option", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
+                   help="suite option, e.g. -S root ./CIFAR-10-C for --suite cifar10-c")
     p.add_argument("--backend", help="corruption backend: reference (imagecorruptions) or fast (batched torch)")
     p.add_argument("-c", "--corruptions", metavar="LIST", help="comma-separated corruption or family names "
                    "(noise, blur, weather, digital, extra)")
@@ -45,6 +47,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--no-cache", action="store_true", default=None, help="recompute every feature")
     p.add_argument("--no-floors", dest="floors", action="store_false", default=None,
                    help="skip the random-init floor of each encoder")
+    p.add_argument("--no-alignment", dest="alignment", action="store_false", default=None,
+                   help="skip the spectra/alignment estimate behind the theory side of the recommendation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -63,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="installed plugins: name, version, hooks (JSON)")
     lp = sub.add_parser("list", help="registered encoders, suites, datasets, probes or reporters")
     lp.add_argument("kind", help="encoders | suites | datasets | probes | reporters | corruptions")
+    ic = sub.add_parser("inspect-checkpoint", help="what a checkpoint file is and which adapter loads it")
+    ic.add_argument("file", metavar="FILE")
+    ic.add_argument("--json", action="store_true", help="print the report as JSON")
     gp = sub.add_parser("gate", help="pass or fail a release: thresholds and a baseline over results.json",
                         description="Gate a release on a results document. Exit 0 pass, 1 gate failed, 2 usage "
                                     "error, 3 internal error. See docs/gate.md for policy keys.")
@@ -96,7 +103,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         flags["encoders"] = [e.strip() for item in args.encoder for e in item.split(",") if e.strip()]
     simple = {"dataset": args.dataset, "suite": args.suite, "backend": args.backend, "probe": args.probe, "probe_fit_on": args.probe_fit_on, "seed": args.seed, "out": args.out,
               "workers": args.workers, "batch_size": args.batch_size, "device": args.device,
-              "cache_dir": args.cache_dir, "no_cache": args.no_cache, "floors": args.floors, "extra": args.extra,
+              "cache_dir": args.cache_dir, "no_cache": args.no_cache, "floors": args.floors, "alignment": args.alignment, "extra": args.extra,
               "corruptions": args.corruptions, "severities": args.severities, "reporters": args.reporter}
     flags.update({k: v for k, v in simple.items() if v is not None})
     cfg = from_mapping(flags, base=cfg, source="flags")
@@ -104,6 +111,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         cfg.encoder_options.setdefault(enc, {}).update(opts)
     cfg.dataset_options.update(dict(args.dataset_option))
     cfg.probe_options.update(dict(args.probe_option))
+    cfg.suite_options.update(dict(args.suite_option))
     return cfg
 
 
@@ -143,6 +151,12 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         out = reproduce(args.out, seed=args.seed, fast=args.fast)
         print(f"wrote {args.out}/figure3.png and {args.out}/figure3.json" if isinstance(out, dict) else out)
+        return 0
+    if args.command == "inspect-checkpoint":
+        from .inspect_checkpoint import format_report, inspect
+
+        info = inspect(args.file)
+        print(json.dumps(info, indent=2, default=str) if args.json else format_report(info))
         return 0
     if args.command == "corruptions":
         if args.corruptions_command != "compare":

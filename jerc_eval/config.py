@@ -20,6 +20,7 @@ class RunConfig:
     dataset: str = "photodigits"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     suite: str = "imagenet-c"
+    suite_options: dict[str, Any] = field(default_factory=dict)
     # corruption code: "reference" (imagecorruptions, CPU process pool) or "fast" (batched torch, GPU when present)
     backend: str = "reference"
     # corruption names or family names (noise, blur, weather, digital, extra); empty means the suite's default
@@ -44,6 +45,8 @@ class RunConfig:
     # where features and rendered datasets are cached; empty means $JERC_EVAL_CACHE or ~/.cache/jerc-eval
     cache_dir: str = ""
     no_cache: bool = False
+    # estimate noise/augmentation spectra and alignment per corruption (the theory side of the recommendation)
+    alignment: bool = True
     # also probe a random-initialised copy of each encoder (clean only) to show what pretraining adds
     floors: bool = True
 

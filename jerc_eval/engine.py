@@ -42,6 +42,10 @@ def corrupt_cells(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple[
     ``workers`` and ``chunk``. With ``workers > 1`` at most ``2 * workers`` cells are in flight at once, which
     bounds memory while the caller consumes cells.
     """
+    if suite.prerendered:  # released corrupted sets (ImageNet-C JPEGs, CIFAR-10-C .npy): read, never compute
+        for c, s in cells:
+            yield (c, s), suite.load_cell(c, s, len(images))
+        return
     workers = default_workers() if workers is None else workers
     n = len(images)
     spans = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]

@@ -79,10 +79,12 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
                              f"{', '.join(cfg.encoders)}")
     encoders = {n: enc_reg.get(n)(**cfg.encoder_options.get(n, {})) for n in cfg.encoders}
     dataset = host.registry("datasets").get(cfg.dataset)(**cfg.dataset_options)
-    suite = host.registry("suites").get(cfg.suite)()
-    if cfg.backend not in suite.backends:
-        raise UsageError(f"suite {suite.name!r} has no backend {cfg.backend!r}; use one of {', '.join(suite.backends)}")
-    suite.backend = cfg.backend
+    suite = host.registry("suites").get(cfg.suite)(**cfg.suite_options)
+    if not suite.prerendered:
+        if cfg.backend not in suite.backends:
+            raise UsageError(f"suite {suite.name!r} has no backend {cfg.backend!r}; use one of "
+                             f"{', '.join(suite.backends)}")
+        suite.backend = cfg.backend
     probe = host.registry("probes").get(cfg.probe)(**cfg.probe_options)
     reporters = [host.registry("reporters").get(r)() for r in cfg.reporters]
     severities = parse_severities(cfg.severities)
@@ -129,6 +131,7 @@ def load_dataset(plan: Plan) -> LoadedDataset:
     for split, s in (("train", data.train), ("test", data.test)):
         if len(s.images) != len(s.labels) or len(s.images) == 0:
             raise DataError(f"{plan.cfg.dataset} {split}: {len(s.images)} images but {len(s.labels)} labels")
+    plan.suite.validate(data.test.images, data.test.labels)
     return data
 
 
@@ -225,10 +228,17 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
             floors[name] = floor_accuracy(plan.encoders[name], data, plan, plan.probe)
     timing["clean_s"] = time.perf_counter() - t0 - sum(timing.values())
 
-    rows += corrupted_rows(plan, evals, data, progress)  # 4
+    keep, kept = None, {}
+    if plan.cfg.alignment:
+        from .alignment_evidence import subset_indices
+
+        keep = subset_indices(len(data.test.images), 256, plan.cfg.seed)
+    rows += corrupted_rows(plan, evals, data, progress, keep, kept)  # 4
     timing["corrupted_s"] = time.perf_counter() - t0 - sum(timing.values())
 
-    results = build_results(plan, host, data, evals, rows, floors, timing)  # 5
+    evidence = alignment_evidence(plan, data, evals, keep, kept) if keep is not None else None  # 5
+    timing["alignment_s"] = time.perf_counter() - t0 - sum(timing.values())
+    results = build_results(plan, host, data, evals, rows, floors, timing, evidence)
     results["timing"]["total_s"] = time.perf_counter() - t0
     write_outputs(results, plan.reporters, Path(plan.cfg.out))  # 6
     echo(summ.console_table(results))
@@ -252,12 +262,14 @@ def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, sp
         if cell in todo:
             got, imgs = next(fresh)
             assert got == cell
-        yield cell, {name: ev.features(imgs, split, *cell) for name, ev in evals.items()}
+        yield cell, {name: ev.features(imgs, split, *cell) for name, ev in evals.items()}, imgs
 
 
-def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset, progress: bool) -> list[dict]:
+def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset, progress: bool,
+                   keep: np.ndarray | None = None, kept: dict | None = None) -> list[dict]:
     """One row per (encoder, corruption, severity). With ``probe_fit_on = "matched"`` the probe of each cell is
-    fit on the train split under the same corruption and severity (the paper's Table 1 reading)."""
+    fit on the train split under the same corruption and severity (the paper's Table 1 reading).
+    Corrupted test images at indices ``keep`` are stored in ``kept`` (for the alignment evidence)."""
     from tqdm.auto import tqdm
 
     from .seeding import derive_seed
@@ -269,7 +281,10 @@ def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset,
     train_stream = _cell_stream(plan, evals, data.train.images, "train", cells,
                                 derive_seed(plan.cfg.seed, "train")) if matched else None
     rows = []
-    for cell, feats in tqdm(test_stream, total=len(cells), desc="corruptions x severities", disable=not progress):
+    for cell, feats, imgs in tqdm(test_stream, total=len(cells), desc="corruptions x severities",
+                                  disable=not progress):
+        if imgs is not None and keep is not None and kept is not None:
+            kept[cell] = imgs[keep]
         train_feats = next(train_stream)[1] if train_stream is not None else None
         for name, ev in evals.items():
             predict, extra = ev.probe, {}
@@ -281,6 +296,44 @@ def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset,
             row = _row(name, plan, *cell, predict(feats[name]), data.test.labels, family[cell[0]])
             rows.append({**row, **extra})
     return rows
+
+
+def alignment_evidence(plan: Plan, data: LoadedDataset, evals: dict[str, Evaluator], keep: np.ndarray,
+                       kept: dict) -> dict[str, Any] | None:
+    """Spectra, alignment and regimes per corruption cell (see docs/recommendation.md); cached as JSON.
+
+    Cells whose features came from the cache are corrupted here for the ``keep`` subset only, with the same
+    per-image seeds as the full run, so the evidence is identical whatever was cached.
+    """
+    import json
+
+    from .alignment_evidence import estimate
+    from .seeding import image_seeds
+
+    recipes = {n: ev.encoder.augmentation for n, ev in evals.items()}
+    paradigms = {n: ev.encoder.paradigm for n, ev in evals.items()}
+    cells = [(c, s) for c in plan.corruptions for s in plan.severities]
+    key = plan.cache.key(kind="alignment-evidence", v=1, dataset=data.fingerprint, cells=cells, seed=plan.cfg.seed,
+                         backend=f"{plan.suite.name}:{plan.suite.backend}:{getattr(plan.suite, 'backend_version', '')}",
+                         recipes=recipes, paradigms=paradigms)
+    path = plan.cache.path(key).with_suffix(".json")
+    if plan.cache.enabled and path.exists():
+        return json.loads(path.read_text())
+    n = len(data.test.images)
+    for c, s in cells:
+        if (c, s) not in kept:
+            seeds = image_seeds(plan.cfg.seed, c, s, n)[keep]
+            imgs = (plan.suite.load_cell(c, s, n)[keep] if plan.suite.prerendered
+                    else plan.suite.corrupt(data.test.images[keep], c, s, seeds))
+            kept[(c, s)] = imgs
+    evidence = estimate(data.test.images, data.test.labels, kept, recipes=recipes, seed=plan.cfg.seed,
+                        max_images=len(keep), paradigms=paradigms)
+    if plan.cache.enabled:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(evidence))
+        tmp.replace(path)
+    return evidence
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -29,10 +29,12 @@ ENTRY_POINT_GROUP = "jerc_eval"
 DEFAULT_PLUGINS = (
     "jerc_eval.default_plugins.encoders",
     "jerc_eval.default_plugins.suites",
+    "jerc_eval.default_plugins.prerendered",
     "jerc_eval.default_plugins.datasets",
     "jerc_eval.default_plugins.probes",
     "jerc_eval.default_plugins.reporters",
     "jerc_eval.default_plugins.recommend",
+    "jerc_eval.default_plugins.theory_recommend",
 )
 KINDS = {
     "encoders": "register_encoders",

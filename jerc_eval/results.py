@@ -69,7 +69,8 @@ def _encoder_record(ev: Evaluator, plan: Plan, floor: dict | None) -> dict[str, 
 
 
 def build_results(plan: Plan, host: Host, data: LoadedDataset, evals: dict[str, Evaluator], rows: list[dict],
-                  floors: dict[str, Any], timing: dict[str, float]) -> dict[str, Any]:
+                  floors: dict[str, Any], timing: dict[str, float],
+                  evidence: dict[str, Any] | None = None) -> dict[str, Any]:
     from . import __version__
     from .pipeline import config_dict
     from .recommend import recommend
@@ -98,6 +99,7 @@ def build_results(plan: Plan, host: Host, data: LoadedDataset, evals: dict[str, 
         "rows": rows,
         "summary": summaries,
         "comparison": summ.compare_paradigms(summaries, paradigms),
+        "alignment_evidence": evidence,
         "plugins": host.plugin_info(),
         "timing": dict(timing),
     }

@@ -13,7 +13,7 @@ from jerc_eval.registry import Registry
 def test_builtins_register_through_hooks():
     host = create_host()
     assert {"mae", "dino", "byol", "zoo-mae", "zoo-dino", "zoo-byol"} <= set(host.registry("encoders").names())
-    assert host.registry("suites").names() == ["imagenet-c"]
+    assert host.registry("suites").names() == ["cifar10-c", "imagenet-c", "imagenet-c-folder"]
     assert "photodigits" in host.registry("datasets").names()
     assert host.registry("encoders").entry("mae").plugin == "jerc_eval.default_plugins.encoders"
     info = {p["name"]: p for p in host.plugin_info()}

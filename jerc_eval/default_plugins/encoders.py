@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..api import EncoderAdapter, LoadedEncoder, Option, Preprocess
-from ..checkpoints import (find_state_dict, read_checkpoint, resnet_kwargs, sha256_file, strict_load, strip_prefix,
-                           vit_kwargs)
+from ..checkpoints import (find_state_dict, haiku_online_tree, haiku_resnet_to_torchvision, read_checkpoint,
+                           read_haiku_pickle, resnet_kwargs, sha256_file, split_keys, strict_load,
+                           summarize_dropped, vit_kwargs)
 from ..errors import CheckpointError
 from ..hookspecs import hookimpl
 
@@ -43,16 +44,73 @@ def _build_vit(sd: dict, num_heads: int) -> tuple[Any, dict]:
 def _build_resnet(sd: dict) -> tuple[Any, dict]:
     kw = resnet_kwargs(sd)
     if kw["bottleneck"]:
-        import torchvision
-        from torch import nn
-
-        model = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, list(kw["layers"]))
-        model.fc = nn.Identity()
-        return model, kw
+        return _bottleneck_resnet(kw), kw
     from ..models import ResNet
 
     stem = "imagenet" if kw["stem_kernel"] == 7 else "small"
     return ResNet(layers=kw["layers"], widths=kw["widths"], stem=stem), kw
+
+
+def _bottleneck_resnet(kw: dict) -> Any:
+    """torchvision's Bottleneck ResNet (its own classes, so its key layout), fc replaced by identity.
+
+    Standard widths give exactly ``torchvision.models.resnet50`` & co.; other widths (a stem of ``stem_width``
+    and stages of ``widths``, as in BYOL/SimCLR ResNet-50 x2/x4) are built with torchvision's ``_make_layer``.
+    """
+    import torchvision
+    from torch import nn
+
+    tv = torchvision.models.resnet
+    layers = list(kw["layers"])
+    model = tv.ResNet(tv.Bottleneck, layers)
+    if kw["stem_width"] != 64 or tuple(kw["widths"]) != (64, 128, 256, 512):
+        model.conv1 = nn.Conv2d(3, kw["stem_width"], kernel_size=7, stride=2, padding=3, bias=False)
+        model.bn1 = nn.BatchNorm2d(kw["stem_width"])
+        model.inplanes = kw["stem_width"]
+        for i, (n, w) in enumerate(zip(layers, kw["widths"])):
+            setattr(model, f"layer{i + 1}", model._make_layer(tv.Bottleneck, w, n, stride=1 if i == 0 else 2))
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    model.fc = nn.Identity()
+    return model
+
+
+def tf_same_padding(model: Any) -> Any:
+    """Give every strided conv / max-pool TensorFlow's ``SAME`` padding (extra row/column at the end).
+
+    Haiku (the official BYOL code) pads a stride-2 3x3 conv by (0, 1) and the 7x7 stem by (2, 3); torchvision pads
+    symmetrically. The weights are identical either way; this makes the arithmetic identical too. Hooks only:
+    the state-dict keys do not change.
+    """
+    import math
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    def pads(n: int, k: int, s: int) -> tuple[int, int]:
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        return total // 2, total - total // 2
+
+    def hook_for(k: tuple[int, int], st: tuple[int, int], value: float):
+        def hook(_mod: Any, inputs: tuple) -> tuple:
+            x = inputs[0]
+            top, bottom = pads(x.shape[-2], k[0], st[0])
+            left, right = pads(x.shape[-1], k[1], st[1])
+            return (F.pad(x, (left, right, top, bottom), value=value),)
+        return hook
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and max(m.stride) > 1:
+            m.padding = (0, 0)
+            m.register_forward_pre_hook(hook_for(m.kernel_size, m.stride, 0.0))
+        elif isinstance(m, nn.MaxPool2d):
+            k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
+            st = m.stride if isinstance(m.stride, tuple) else (m.stride, m.stride)
+            if max(st) > 1:
+                m.padding = 0
+                m.register_forward_pre_hook(hook_for(k, st, float("-inf")))
+    return model
 
 
 def _arch_name(kind: str, kw: dict) -> str:
@@ -62,9 +120,23 @@ def _arch_name(kind: str, kw: dict) -> str:
     return f"resnet-{block}-{'-'.join(map(str, kw['layers']))}-w{kw['widths'][0]}"
 
 
+def _strip_all(sd: dict, prefix: str) -> dict:
+    """Remove ``prefix`` (e.g. DDP's ``module.``) when every key has it; a partial prefix is left for strict_load."""
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _drop(sd: dict, drop: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """Drop keys on the list (entries ending in ``.`` are prefixes, others exact names); return (kept, dropped)."""
+    def listed(k: str) -> bool:
+        return any(k == d or (d.endswith(".") and k.startswith(d)) for d in drop)
+    return {k: v for k, v in sd.items() if not listed(k)}, [k for k in sd if listed(k)]
+
+
 def _drop_head(sd: dict) -> dict:
     """Drop a classifier/projection head that some releases keep beside the backbone (``fc.*``, ``head.*``)."""
-    return {k: v for k, v in sd.items() if not (k.startswith("fc.") or k.startswith("head."))}
+    return _drop(sd, ("fc.", "head."))[0]
 
 
 # --------------------------------------------------------------------------------------------- adapters
@@ -75,17 +147,28 @@ _VIT_OPTIONS = {
 
 
 class _CheckpointAdapter(EncoderAdapter):
-    """Shared loading steps: read, pick the state dict, build, strict-load, hash."""
+    """Shared loading steps: read, pick the state dict, map its keys, build, strict-load, hash.
+
+    ``convert`` returns the backbone's state dict; keys it leaves out on purpose go to ``self.dropped`` and the
+    detected file layout to ``self.layout``: both are recorded in ``LoadedEncoder.meta`` (nothing is dropped
+    silently).
+    """
 
     checkpoint_keys: ClassVar[tuple[str, ...]] = ("model", "state_dict")
     recipe: ClassVar[dict] = {}
+    dropped: list[str]
+    layout: str
 
     def checkpoint_path(self) -> Path:
         return Path(self.opts["checkpoint"])
 
     def state_dict(self) -> dict:
         path = self.checkpoint_path()
+        self.dropped, self.layout = [], "state dict"
         return self.convert(find_state_dict(read_checkpoint(path), self.checkpoint_keys, path))
+
+    def owner(self) -> str:
+        return f"{self.name} {self.checkpoint_path().name}"
 
     def convert(self, sd: dict) -> dict:
         """Map the file's keys onto the backbone's (strip prefixes, drop heads)."""
@@ -97,11 +180,13 @@ class _CheckpointAdapter(EncoderAdapter):
     def load(self) -> LoadedEncoder:
         sd = self.state_dict()
         backbone, features, arch, protocol, pre = self.build(sd)
-        strict_load(backbone, sd, f"{self.name} {self.checkpoint_path().name}",
-                    allowed_missing=self.allowed_missing(sd))
+        strict_load(backbone, sd, self.owner(), allowed_missing=self.allowed_missing(sd))
+        meta = {"checkpoint": str(self.checkpoint_path()), "layout": self.layout}
+        if self.dropped:
+            meta["dropped_keys"] = summarize_dropped(self.dropped)
         return LoadedEncoder(module=features.eval(), preprocess=pre, arch=arch, paradigm=self.paradigm,
                              feature_protocol=protocol, weights_sha256=sha256_file(self.checkpoint_path()),
-                             augmentation=self.augmentation(), meta={"checkpoint": str(self.checkpoint_path())})
+                             augmentation=self.augmentation(), meta=meta)
 
     def allowed_missing(self, sd: dict) -> tuple[str, ...]:
         return ()
@@ -136,14 +221,20 @@ class _ViTAdapter(_CheckpointAdapter):
         return Preprocess(size, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
 
 
+# MAE pretraining keys that are not the encoder: exactly these, nothing else (models_mae.MaskedAutoencoderViT).
+MAE_DECODER_KEYS = ("mask_token", "decoder_pos_embed", "decoder_embed.", "decoder_blocks.", "decoder_norm.",
+                    "decoder_pred.")
+
+
 class MAEAdapter(_ViTAdapter):
     name = "mae"
     paradigm = "RC"
-    description = "Masked autoencoder ViT (official mae_pretrain_vit_*.pth: {'model': ...}; decoder dropped)"
-    version = "1"
+    description = ("Masked autoencoder ViT (official mae_pretrain_vit_*.pth {'model': ...}, decoder dropped; "
+                   "timm vit_*_patch16_224.mae weights, .pth/.bin/.safetensors)")
+    version = "2"
     options = {
-        "checkpoint": Option(Path, help="MAE checkpoint (.pth with a 'model' key, or a plain state dict)",
-                             must_exist=True),
+        "checkpoint": Option(Path, help="MAE checkpoint (.pth with a 'model' key, a plain state dict, or timm's "
+                             ".mae weights in .safetensors/.bin)", must_exist=True),
         "pool": Option(str, "cls", "features: 'cls' ([CLS] after the final norm, MAE's linear probe) or 'avg' "
                        "(mean of patch tokens after the final norm)", choices=("cls", "avg")),
         **_VIT_OPTIONS,
@@ -151,8 +242,15 @@ class MAEAdapter(_ViTAdapter):
     recipe = MAE_RECIPE
 
     def convert(self, sd: dict) -> dict:
-        sd = strip_prefix(sd, "module.")
-        return {k: v for k, v in sd.items() if not (k.startswith("decoder_") or k == "mask_token")}
+        sd = _strip_all(sd, "module.")
+        kept, self.dropped = _drop(sd, MAE_DECODER_KEYS)
+        self.layout = "MAE pretraining (encoder + decoder)" if self.dropped else "timm ViT encoder"
+        extra = [k for k in kept if k.startswith(("head.", "fc_norm."))]
+        if extra:
+            raise CheckpointError(f"mae {self.checkpoint_path().name}: the file has a classifier ({extra[0]}): it "
+                                  f"is a fine-tuned MAE, not the pretrained encoder; evaluate the pretrained "
+                                  f"mae_pretrain_vit_*.pth, or use -e timm for a fine-tuned model")
+        return kept
 
     def features(self, vit: Any) -> tuple[Any, str]:
         from ..feature_heads import ViTFeatures
@@ -165,9 +263,9 @@ class MAEAdapter(_ViTAdapter):
 class DINOAdapter(_ViTAdapter):
     name = "dino"
     paradigm = "JE"
-    description = ("DINO backbone (official dino_*_pretrain.pth plain state dict, or a full training checkpoint "
-                   "with teacher/student); ViT or ResNet")
-    version = "1"
+    description = ("DINO backbone (official dino_*_pretrain.pth plain state dict, ViT or ResNet-50, or a full "
+                   "training checkpoint with teacher/student; DINO head dropped)")
+    version = "2"
     options = {
         "checkpoint": Option(Path, help="DINO backbone or training checkpoint", must_exist=True),
         "checkpoint_key": Option(str, "teacher", "which network of a full training checkpoint",
@@ -183,8 +281,14 @@ class DINOAdapter(_ViTAdapter):
         return (self.opts["checkpoint_key"], "model", "state_dict")
 
     def convert(self, sd: dict) -> dict:
-        sd = strip_prefix(strip_prefix(sd, "module."), "backbone.")
-        return _drop_head(sd)
+        sd = _strip_all(sd, "module.")
+        if any(k.startswith("backbone.") for k in sd):  # a training checkpoint's teacher/student: backbone + head
+            self.layout = f"DINO training checkpoint ({self.opts['checkpoint_key']})"
+            sd, self.dropped = split_keys(sd, "backbone.", ("head.",), self.owner(), "DINO training")
+            return sd
+        self.layout = "DINO backbone"
+        sd, self.dropped = _drop(sd, ("head.", "fc."))
+        return sd
 
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
         if "conv1.weight" in sd:  # dino_resnet50_pretrain.pth
@@ -201,27 +305,74 @@ class DINOAdapter(_ViTAdapter):
         return ViTFeatures(vit, n, avg), f"cls-last-{n}-blocks" + ("+avgpool" if avg else "")
 
 
+# BYOL layouts: (name, how to recognise it, backbone prefix, keys dropped explicitly)
+BYOL_LAYOUTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("lucidrains byol-pytorch BYOL learner", "online_encoder.net.", "online_encoder.net.",
+     ("net.", "online_encoder.projector.", "online_predictor.", "target_encoder.")),
+    ("lightly BYOL (backbone = nn.Sequential of resnet children)", "backbone.4.0.", "backbone.",
+     ("projection_head.", "prediction_head.", "backbone_momentum.", "projection_head_momentum.")),
+    ("solo-learn / Lightning BYOL", "backbone.", "backbone.",
+     ("projector.", "predictor.", "classifier.", "momentum_backbone.", "momentum_projector.",
+      "momentum_classifier.")),
+    ("encoder-prefixed ResNet", "encoder.", "encoder.", ()),
+    ("net-prefixed ResNet", "net.", "net.", ()),
+)
+_LIGHTLY_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+HAIKU_SUFFIXES = (".pkl", ".pickle")
+
+
 class BYOLAdapter(_CheckpointAdapter):
     name = "byol"
     paradigm = "JE"
-    description = ("BYOL ResNet (torchvision-layout state dict; Lightning/solo-learn 'state_dict' with 'backbone.'; "
-                   "lucidrains byol-pytorch 'online_encoder.net.')")
-    version = "1"
+    description = ("BYOL ResNet (torchvision-layout state dict; Lightning/solo-learn or lightly 'state_dict' with "
+                   "'backbone.'; lucidrains byol-pytorch 'online_encoder.net.'; official JAX/Haiku .pkl)")
+    version = "2"
     options = {
-        "checkpoint": Option(Path, help="BYOL ResNet checkpoint", must_exist=True),
+        "checkpoint": Option(Path, help="BYOL ResNet checkpoint (.pth/.ckpt/.pt/.safetensors, or the official "
+                             "Haiku .pkl)", must_exist=True),
         "image_size": Option(int, 0, "input size fed to the encoder; 0 means the dataset's native size"),
+        "haiku_padding": Option(str, "same", "Haiku .pkl only: 'same' reproduces TensorFlow SAME padding of the "
+                                "strided convs/max-pool (exact); 'torchvision' pads symmetrically, as the usual "
+                                "converted ResNet-50 does", choices=("same", "torchvision")),
     }
     recipe = BYOL_RECIPE
 
+    def is_haiku(self) -> bool:
+        return self.checkpoint_path().suffix.lower() in HAIKU_SUFFIXES
+
+    def state_dict(self) -> dict:
+        if not self.is_haiku():
+            return super().state_dict()
+        path = self.checkpoint_path()
+        params, state = haiku_online_tree(read_haiku_pickle(path), path)
+        sd, dropped = haiku_resnet_to_torchvision(params, state, self.owner())
+        self.dropped, self.layout = dropped, "BYOL JAX/Haiku pickle (online network)"
+        return sd
+
     def convert(self, sd: dict) -> dict:
-        for prefix in ("module.", "online_encoder.net.", "backbone.", "encoder.", "net."):
-            if any(k.startswith(prefix) for k in sd) and not any(k.startswith("conv1.") for k in sd):
-                sd = strip_prefix(sd, prefix)
-        return _drop_head(sd)
+        sd = _strip_all(sd, "module.")
+        if "conv1.weight" in sd:
+            self.layout = "torchvision ResNet"
+        else:
+            for layout, marker, prefix, drop in BYOL_LAYOUTS:
+                if any(k.startswith(marker) for k in sd):
+                    self.layout = layout
+                    sd, self.dropped = split_keys(sd, prefix, drop, self.owner(), layout)
+                    if marker == "backbone.4.0.":
+                        sd = {_LIGHTLY_CHILDREN.get(k.split(".", 1)[0], k.split(".", 1)[0]) + "." + k.split(".", 1)[1]: v
+                              for k, v in sd.items()}
+                    break
+        sd, fc = _drop(sd, ("fc.",))  # the supervised classifier some releases keep: not the representation
+        self.dropped += fc
+        return sd
 
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
         model, kw = _build_resnet(sd)
-        return model, model, _arch_name("resnet", kw), "global-avgpool", self.preprocess()
+        protocol = "global-avgpool"
+        if self.is_haiku() and self.opts["haiku_padding"] == "same":
+            tf_same_padding(model)
+            protocol += "+tf-same-padding"
+        return model, model, _arch_name("resnet", kw), protocol, self.preprocess()
 
     def preprocess(self) -> Preprocess:
         return Preprocess(self.opts["image_size"] or 0, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
@@ -250,12 +401,20 @@ class _ZooMixin:
     zoo_key: ClassVar[str]
     zoo_filename: ClassVar[str]
 
+    def __init__(self, **options: Any):
+        super().__init__(**options)  # type: ignore[call-arg]
+        heads = self.entry().get("arch_kwargs", {}).get("num_heads")
+        if "num_heads" in self.opts and not self.opts["num_heads"] and heads:
+            self.opts["num_heads"] = int(heads)  # heads leave no trace in the weights: the manifest says
+
+    def entry(self) -> dict:
+        return zoo_manifest().get("encoders", {}).get(self.zoo_key, {})
+
     def checkpoint_path(self) -> Path:
         return zoo_file(self.zoo_filename)
 
     def augmentation(self) -> dict:
-        entry = zoo_manifest().get("encoders", {}).get(self.zoo_key, {})
-        return dict(entry.get("augmentation", {}), source="jerc-eval zoo (jerc_eval/zoo/weights/zoo.json)")
+        return dict(self.entry().get("augmentation", {}), source="jerc-eval zoo (jerc_eval/zoo/weights/zoo.json)")
 
 
 def _zoo_options(options: dict) -> dict:
@@ -266,21 +425,21 @@ class ZooMAE(_ZooMixin, MAEAdapter):
     name = "zoo-mae"
     description = "Reference zoo: MAE ViT pretrained on PhotoDigits (ships with jerc-eval)"
     options = _zoo_options(MAEAdapter.options)
-    zoo_key, zoo_filename = "mae", "mae_pretrain_vit_zoo.pth"
+    zoo_key, zoo_filename = "mae_vit_zoo", "mae_pretrain_vit_zoo.pth"
 
 
 class ZooDINO(_ZooMixin, DINOAdapter):
     name = "zoo-dino"
     description = "Reference zoo: DINO ViT pretrained on PhotoDigits (ships with jerc-eval)"
     options = _zoo_options(DINOAdapter.options)
-    zoo_key, zoo_filename = "dino", "dino_vitzoo_pretrain.pth"
+    zoo_key, zoo_filename = "dino_vit_zoo", "dino_vitzoo_pretrain.pth"
 
 
 class ZooBYOL(_ZooMixin, BYOLAdapter):
     name = "zoo-byol"
     description = "Reference zoo: BYOL ResNet pretrained on PhotoDigits (ships with jerc-eval)"
     options = _zoo_options(BYOLAdapter.options)
-    zoo_key, zoo_filename = "byol", "byol_resnet_zoo.pth"
+    zoo_key, zoo_filename = "byol_resnet_zoo", "byol_resnet_zoo.pth"
 
     def preprocess(self) -> Preprocess:
         return Preprocess(self.opts["image_size"] or 64, IMAGENET_MEAN, IMAGENET_STD, "bicubic")

@@ -41,7 +41,8 @@ def to_input(images: np.ndarray, pre: Preprocess, device: str) -> Any:
     if pre.input_size > 0 and (x.shape[-1] != pre.input_size or x.shape[-2] != pre.input_size):
         mode = pre.interpolation if pre.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
         x = F.interpolate(x, size=(pre.input_size, pre.input_size), mode=mode,
-                          align_corners=False if mode != "nearest" else None, antialias=mode != "nearest")
+                          align_corners=False if mode != "nearest" else None,
+                          antialias=mode != "nearest").clamp_(0, 1)  # bicubic overshoots [0, 1]
     mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
     return (x - mean) / std

@@ -543,7 +543,7 @@ def evaluate_gate(results: dict, policy: Policy, baseline: dict | None = None) -
             elif d.get("drop") is None:
                 note = " (needs severities 1 and 5)"
             elif d.get("near_chance"):
-                note = " (S1 within 2x chance: this Drop is noise)"
+                note = " (S1 too close to chance: this Drop is noise)"
             checks.append(_at_most(enc, "max_drop_per_corruption", corr, None if d is None else d.get("drop"),
                                    limit, f"{corr} Drop", "%", note))
         fams = s.get("family_drop") or {}

@@ -33,7 +33,8 @@ def encoder_summary(rows: list[dict], encoder: str, num_classes: int) -> dict[st
             n1, n5 = cells[(corr, 1)]["n"], cells[(corr, 5)]["n"]
             d["drop"] = m.paper_drop(acc["1"], acc["5"])
             d["drop_se"] = m.paper_drop_se(acc["1"], n1, acc["5"], n5)
-            d["near_chance"] = acc["1"] <= 2 * chance  # a Drop measured from near-chance accuracy is noise
+            # a Drop measured from near-chance accuracy is noise: S1's interval must clear 1.5x chance
+            d["near_chance"] = d["ci95"]["1"][0] < 1.5 * chance
         else:
             d["drop"], d["drop_se"], d["near_chance"] = None, None, None
     drops = {c: d["drop"] for c, d in per.items() if d["drop"] is not None}
@@ -100,10 +101,15 @@ def compare_paradigms(summaries: dict[str, dict], paradigms: dict[str, str]) -> 
     counts = {v: sum(d["less_degradation"] == v for d in per.values()) for v in ("JE", "RC", "no clear winner")}
     return {"je_encoders": je, "rc_encoders": rc, "per_corruption": per, "overall": overall, "counts": counts,
             "rule": "verdict when |mean RC Drop - mean JE Drop| > 1.96 SE (delta-method SE, S1/S5 independent); "
-                    "corruptions where any encoder's S1 is within 2x chance are left out"}
+                    "corruptions where any encoder's S1 interval reaches below 1.5x chance are left out"}
 
 
 # ------------------------------------------------------------------------------------------ console
+def half95(se: float | None) -> float | None:
+    """Half-width of a 95 % normal interval from a standard error (None stays None)."""
+    return None if se is None else Z95 * se
+
+
 def pct(x: float | None, digits: int = 1) -> str:
     return "  -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
 
@@ -123,7 +129,7 @@ def console_table(results: dict[str, Any]) -> str:
         floor = (enc[name].get("floor") or {}).get("accuracy")
         lines.append(f"{name:<12} {enc[name]['paradigm']:<8} {pct(d['clean_accuracy']):>5} "
                      f"[{pct(lo)}, {pct(hi)}]{'':<5} {pct(floor):>11} {pct(d['mean_corrupted_accuracy']):>9} "
-                     f"{num(d['mean_drop']):>6} ±{num(d['mean_drop_se'] and Z95 * d['mean_drop_se'])}")
+                     f"{num(d['mean_drop']):>6} ±{num(half95(d['mean_drop_se']))}")
     comp = results.get("comparison")
     names = list(s)
     corrs = list(next(iter(s.values()))["corruptions"]) if s else []
@@ -136,12 +142,12 @@ def console_table(results: dict[str, Any]) -> str:
             row = f"{c:<18} " + " ".join(f"{num(s[n]['corruptions'][c]['drop']):>10}" for n in names)
             if comp and c in comp["per_corruption"]:
                 p = comp["per_corruption"][c]
-                row += f"   {num(p['rc_minus_je']):>6} ±{num(Z95 * p['se']):<6}  {p['less_degradation']}"
+                row += f"   {num(p['rc_minus_je']):>6} ±{num(half95(p['se'])):<6}  {p['less_degradation']}"
             lines.append(row)
         if comp:
             o = comp["overall"]
             lines.append(f"{'mean':<18} " + " ".join(f"{num(s[n]['mean_drop']):>10}" for n in names)
-                         + f"   {num(o['rc_minus_je']):>6} ±{num(Z95 * o['se']):<6}  {o['less_degradation']}")
+                         + f"   {num(o['rc_minus_je']):>6} ±{num(half95(o['se'])):<6}  {o['less_degradation']}")
     rec = results.get("recommendation")
     if rec:
         lines += ["", f"Recommendation: {rec.get('headline', '')}"]

@@ -442,7 +442,8 @@ class ZooBYOL(_ZooMixin, BYOLAdapter):
     zoo_key, zoo_filename = "byol_resnet_zoo", "byol_resnet_zoo.pth"
 
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.opts["image_size"] or 64, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
+        size = self.opts["image_size"] or int(self.entry().get("hyperparameters", {}).get("input_size", 32))
+        return Preprocess(size, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
 
 
 @hookimpl

@@ -14,14 +14,14 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 ARCHS: dict[str, dict] = {
-    # ~8.9 M multiply-adds per 64x64 image (16 patches + [CLS], 4 blocks of width 96)
+    # 16 patches of 8x8 + [CLS] at a 32 px input (PhotoDigits' 64 px images are resized), 4 blocks of width 96
     "vit_zoo": {"cls": "VisionTransformer",
-                "kwargs": {"img_size": 64, "patch_size": 16, "in_chans": 3, "embed_dim": 96, "depth": 4,
+                "kwargs": {"img_size": 32, "patch_size": 8, "in_chans": 3, "embed_dim": 96, "depth": 4,
                            "num_heads": 3, "mlp_ratio": 4.0}},
-    # ~6.3 M multiply-adds per 64x64 image (ImageNet stem, one BasicBlock per stage)
+    # one BasicBlock per stage at a 32 px input with the small (CIFAR) stem: a 3x3/1 conv, no max-pool
     "resnet_zoo": {"cls": "ResNet",
                    "kwargs": {"layers": (1, 1, 1, 1), "widths": (16, 32, 64, 128), "num_classes": 0,
-                              "stem": "imagenet"}},
+                              "stem": "small"}},
 }
 
 _CLASSES = {"VisionTransformer": VisionTransformer, "ResNet": ResNet}

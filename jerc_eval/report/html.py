@@ -11,14 +11,14 @@ import io
 import math
 from typing import Any
 
-from ..summary import Z95, num, pct
+from ..summary import Z95, half95, num, pct
 from .markdown import render_markdown
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
 h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.25rem .5rem}
-th{background:#f4f4f4}.plot svg{max-width:100%;height:auto}.headline{font-weight:600;background:#eef6ee;
+th{background:#f4f4f4}pre{white-space:pre-wrap;font-size:.8rem}.plot svg{max-width:100%;height:auto}.headline{font-weight:600;background:#eef6ee;
 padding:.6rem;border-left:4px solid #3a3}.meta{color:#555;font-size:.9rem}
 """
 
@@ -118,6 +118,45 @@ def plot_heatmaps(results: dict[str, Any]) -> str:
     return out
 
 
+def plot_spectra(results: dict[str, Any]) -> str | None:
+    """Per corruption at its highest severity: signal spectrum s, noise spectrum Γ and augmentation Θ on the noise
+    directions (first encoder's recipe), with the Corollary 4.5 boundary b; the title gives the regime."""
+    ev = results.get("alignment_evidence") or {}
+    cells = ev.get("cells") or {}
+    if not cells:
+        return None
+    corrs = [c for c in results["suite"]["corruptions"] if c in cells]
+    cols = min(5, len(corrs))
+    rows = math.ceil(len(corrs) / cols)
+    plt, fig = _figure(3.0 * cols, 2.4 * rows)
+    for i, c in enumerate(corrs):
+        sev = max(cells[c], key=int)
+        encs = cells[c][sev].get("encoders") or {}
+        name, e = next(iter(encs.items()), (None, None))
+        if not e or "spectra" not in e:
+            continue
+        ax = fig.add_subplot(rows, cols, i + 1)
+        sp = e["spectra"]
+        for key, label, style in (("signal", "signal s", "o-"), ("noise", "noise Γ", "s-"),
+                                  ("theta_noise", "augment. Θ (noise dirs)", "^:")):
+            raw = [v for v in (sp.get(key) or []) if v and v > 0][:32]
+            top = max(raw, default=0.0)
+            vals = [v for v in raw if v >= 1e-6 * top]  # numerical zeros would flatten the log axis
+            if vals:
+                ax.semilogy(range(1, len(vals) + 1), vals, style, ms=2, lw=1, label=label)
+        if e.get("b"):
+            ax.axhline(e["b"], color="black", ls="--", lw=0.8, label="boundary b")
+        ax.set_title(f"{c} s{sev}: {e.get('regime', '?')} → {e.get('less_alignment', '?')}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    if fig.axes:
+        fig.axes[0].legend(fontsize=6, loc="upper right")
+    fig.supxlabel("direction (sorted)", fontsize=8)
+    fig.tight_layout()
+    out = _svg(fig)
+    plt.close(fig)
+    return out
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
@@ -130,7 +169,7 @@ def _summary_table(results: dict[str, Any]) -> str:
         e = results["encoders"][name]
         floor = (e.get("floor") or {}).get("accuracy")
         lo, hi = s["clean_ci95"]
-        drop = "-" if s["mean_drop"] is None else f"{num(s['mean_drop'])} ±{num(Z95 * s['mean_drop_se'])}"
+        drop = "-" if s["mean_drop"] is None else f"{num(s['mean_drop'])} ±{num(half95(s['mean_drop_se']))}"
         rows.append([name, e["paradigm"], e["arch"], f"{pct(s['clean_accuracy'])} [{pct(lo)}, {pct(hi)}]",
                      pct(floor), pct(s["mean_corrupted_accuracy"]), drop])
     return _table(["encoder", "paradigm", "architecture", "clean (95% CI)", "random-init floor",
@@ -158,6 +197,14 @@ def render_html(results: dict[str, Any]) -> str:
     if bars:
         parts += ["<h2>Drop per corruption</h2><div class='plot' id='plot-drop'>", bars, "</div>"]
     parts += ["<h2>Accuracy heatmap (corruption × severity)</h2><div class='plot' id='plot-heatmap'>",
-              plot_heatmaps(results), "</div>",
+              plot_heatmaps(results), "</div>"]
+    spectra = plot_spectra(results)
+    if spectra:
+        parts += ["<h2>Spectra and regime (linear theory, Section 4 of the paper)</h2>",
+                  "<p class='meta'>Estimated in a 16×16 grey pixel basis from clean/corrupted pairs and sampled "
+                  "augmentations; title: the regime and which paradigm needs less alignment "
+                  "(see docs/recommendation.md for the assumptions).</p><div class='plot' id='plot-spectra'>",
+                  spectra, "</div>"]
+    parts += [
               "<h2>Full tables</h2><pre>", html.escape(render_markdown(results)), "</pre></body></html>"]
     return "\n".join(parts)

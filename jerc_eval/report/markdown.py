@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..summary import Z95, num, pct
+from ..summary import Z95, half95, num, pct
 
 
 def _acc(acc: float | None, ci: list[float] | None) -> str:
@@ -35,7 +35,7 @@ def _summary(results: dict[str, Any]) -> list[str]:
     for name, s in results["summary"].items():
         e = results["encoders"][name]
         floor = e.get("floor") or {}
-        drop = "-" if s["mean_drop"] is None else f"{num(s['mean_drop'])} ±{num(Z95 * s['mean_drop_se'])}"
+        drop = "-" if s["mean_drop"] is None else f"{num(s['mean_drop'])} ±{num(half95(s['mean_drop_se']))}"
         out.append(f"| {name} | {e['paradigm']} | {e['arch']} | {_acc(s['clean_accuracy'], s['clean_ci95'])} | "
                    f"{_acc(floor.get('accuracy'), floor.get('ci95'))} | {pct(s['mean_corrupted_accuracy'])} | {drop} |")
     return out + [""]
@@ -53,10 +53,10 @@ def _recommendation(results: dict[str, Any]) -> list[str]:
                 "|---|---|---|---|---|"]
         for c, p in comp["per_corruption"].items():
             out.append(f"| {c} | {num(p['je_drop'])} | {num(p['rc_drop'])} | {num(p['rc_minus_je'])} "
-                       f"±{num(Z95 * p['se'])} | {p['less_degradation']} |")
+                       f"±{num(half95(p['se']))} | {p['less_degradation']} |")
         o = comp["overall"]
         out += [f"| **mean** | {num(o['je_drop'])} | {num(o['rc_drop'])} | {num(o['rc_minus_je'])} "
-                f"±{num(Z95 * o['se'])} | **{o['less_degradation']}** |", ""]
+                f"±{num(half95(o['se']))} | **{o['less_degradation']}** |", ""]
     return out
 
 
@@ -70,7 +70,7 @@ def _tables(results: dict[str, Any]) -> list[str]:
         for name, s in results["summary"].items():
             d = s["corruptions"][corr]
             cells = " | ".join(_acc(d["accuracy"].get(k), d["ci95"].get(k)) for k in sevs)
-            drop = "-" if d["drop"] is None else f"{num(d['drop'])} ±{num(Z95 * d['drop_se'])}"
+            drop = "-" if d["drop"] is None else f"{num(d['drop'])} ±{num(half95(d['drop_se']))}"
             if d.get("near_chance"):
                 drop += " (S1 near chance)"
             out.append(f"| {corr} | {name} | {pct(s['clean_accuracy'])} | {cells} | {drop} |")

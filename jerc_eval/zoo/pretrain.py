@@ -40,41 +40,45 @@ _PHOTO = dict(color_jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, 
 
 RECIPES: dict[str, dict] = {
     "mae": {
-        "views": [dict(size=64, scale=[0.35, 1.0], ratio=[3 / 4, 4 / 3], hflip_p=0.0)],
+        "views": [dict(size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], hflip_p=0.0)],
         "notes": "MAE: random resized crop only (no colour augmentation, no flips); 75% random patch masking",
     },
     "dino": {
         "views": [
-            dict(n=1, size=64, scale=[0.35, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=1.0,
+            dict(n=1, size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=1.0,
                  blur_sigma=[0.1, 1.0], solarize_p=0.0, hflip_p=0.0),
-            dict(n=1, size=64, scale=[0.35, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.1,
+            dict(n=1, size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.1,
                  blur_sigma=[0.1, 1.0], solarize_p=0.2, hflip_p=0.0),
-            dict(n=4, size=32, scale=[0.08, 0.35], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.5,
+            dict(n=4, size=16, scale=[0.1, 0.4], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.5,
                  blur_sigma=[0.1, 1.0], solarize_p=0.0, hflip_p=0.0),
         ],
-        "notes": "DINO multi-crop: 2 global 64px crops (teacher+student), 4 local 32px crops (student only)",
+        "notes": "DINO multi-crop: 2 global 32px crops (teacher+student), 4 local 16px crops (student only)",
     },
     "byol": {
         "views": [
-            dict(size=64, scale=[0.3, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=1.0, blur_sigma=[0.1, 1.0],
+            dict(size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=1.0, blur_sigma=[0.1, 1.0],
                  solarize_p=0.0, hflip_p=0.0),
-            dict(size=64, scale=[0.3, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.1, blur_sigma=[0.1, 1.0],
+            dict(size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.1, blur_sigma=[0.1, 1.0],
                  solarize_p=0.2, hflip_p=0.0),
         ],
-        "notes": "BYOL: two asymmetric 64px views (blur/solarisation as in the paper, scaled to 64px)",
+        "notes": "BYOL: two asymmetric 32px views (blur/solarisation as in the paper, scaled to 32px)",
     },
 }
 
 CONFIGS: dict[str, dict] = {
-    "mae": dict(arch="vit_zoo", paradigm="RC", file="mae_pretrain_vit_zoo.pth", epochs=15, batch=128, lr=1.5e-3,
-                weight_decay=0.05, warmup_epochs=2, mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
-                decoder_heads=2, norm_pix_loss=True),
-    "dino": dict(arch="vit_zoo", paradigm="JE", file="dino_vitzoo_pretrain.pth", epochs=8, batch=128, lr=1e-3,
-                 weight_decay=[0.04, 0.4], warmup_epochs=2, out_dim=1024, head_hidden=512, head_bottleneck=128,
-                 student_temp=0.1, teacher_temp=[0.04, 0.07], teacher_temp_warmup_epochs=5,
-                 center_momentum=0.9, momentum=[0.99, 1.0], clip_grad=3.0, freeze_last_layer_epochs=1),
-    "byol": dict(arch="resnet_zoo", paradigm="JE", file="byol_resnet_zoo.pth", epochs=15, batch=128, lr=2e-3,
-                 weight_decay=1e-4, warmup_epochs=2, proj_hidden=512, proj_dim=128, momentum=[0.99, 1.0]),
+    # the same budget in images seen for every method (epochs x 6,000 train images); batch 64 gives more steps
+    # per image on a CPU, which is what a short budget needs
+    "mae": dict(arch="vit_zoo", paradigm="RC", file="mae_pretrain_vit_zoo.pth", epochs=60, batch=64, lr=1.5e-3,
+                weight_decay=0.05, warmup_epochs=4, mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
+                decoder_heads=2, norm_pix_loss=True, input_size=32),
+    "dino": dict(arch="vit_zoo", paradigm="JE", file="dino_vitzoo_pretrain.pth", epochs=60, batch=64, lr=5e-4,
+                 weight_decay=[0.04, 0.4], warmup_epochs=4, out_dim=256, head_hidden=512, head_bottleneck=128,
+                 student_temp=0.1, teacher_temp=[0.04, 0.04], teacher_temp_warmup_epochs=1,
+                 center_momentum=0.9, momentum=[0.99, 1.0], clip_grad=3.0, freeze_last_layer_epochs=1,
+                 input_size=32),
+    "byol": dict(arch="resnet_zoo", paradigm="JE", file="byol_resnet_zoo.pth", epochs=60, batch=64, lr=2e-3,
+                 weight_decay=1e-4, warmup_epochs=4, proj_hidden=512, proj_dim=128, momentum=[0.99, 1.0],
+                 input_size=32),
 }
 
 
@@ -220,6 +224,18 @@ def _views(x: torch.Tensor, recipe: dict, gen: torch.Generator) -> list[torch.Te
     return out
 
 
+def to_input_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (B,3,H,W) floats in [0,1] to the encoders' input size exactly as evaluation does
+    (``jerc_eval.features.to_input``: bicubic with antialiasing), so pretraining sees what probing sees."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    out = []
+    for i in range(0, len(x), 1000):
+        out.append(F.interpolate(x[i:i + 1000], size=(size, size), mode="bicubic", antialias=True,
+                                 align_corners=False).clamp_(0, 1))
+    return torch.cat(out)
+
+
 def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | None = None, log=print):
     """Train one method; returns (encoder module, state dict to save, stats)."""
     cfg = {**CONFIGS[method], **(cfg or {})}
@@ -227,7 +243,7 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng([seed, 11])
-    data = to_float(train_images)
+    data = to_input_size(to_float(train_images), cfg.get("input_size", 32))
     n = len(data)
     bs = cfg["batch"]
     steps_per_epoch = n // bs
@@ -359,6 +375,21 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
     return encoder.eval(), to_save, stats
 
 
+def reprobe(index: dict, out: Path, train, test, seed: int) -> None:
+    """Re-measure every saved encoder's linear probe (and its random-init floor) from the files on disk."""
+    for entry in index["encoders"].values():
+        sd = torch.load(out / entry["file"], map_location="cpu", weights_only=True)
+        sd = sd.get("model", sd)
+        enc = build(entry["arch"])
+        enc.load_state_dict({k: v for k, v in sd.items() if k in enc.state_dict()})
+        entry["linear_probe_test_acc"] = linear_probe(enc.eval(), train, test)
+        torch.manual_seed(seed)
+        entry["random_init_linear_probe_test_acc"] = linear_probe(build(entry["arch"]).eval(), train, test)
+        entry["arch_kwargs"] = ARCHS[entry["arch"]]["kwargs"]
+        print(f"[{entry['method']}] probe: trained {entry['linear_probe_test_acc']:.4f} "
+              f"random-init {entry['random_init_linear_probe_test_acc']:.4f}")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -376,6 +407,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms (slow)")
     ap.add_argument("--data-cache", default=None, help="directory with train/test .npy arrays (optional)")
+    ap.add_argument("--reprobe", action="store_true", help="only re-measure the probes of the weights in --out")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -403,6 +435,10 @@ def main(argv=None) -> None:
                               "probe_test_split": "test", "fingerprints": fp},
                   "probe": PROBE, "torch_version": torch.__version__, "threads": args.threads})
     names = {"mae": "mae_vit_zoo", "dino": "dino_vit_zoo", "byol": "byol_resnet_zoo"}
+    if args.reprobe:
+        reprobe(index, out, train, test, args.seed)
+        index_path.write_text(json.dumps(index, indent=1, default=list))
+        return
     for method in args.methods.split(","):
         override = {"epochs": args.epochs} if args.epochs else None
         if override and args.epochs < CONFIGS[method]["warmup_epochs"] * 2:

@@ -51,12 +51,17 @@ def bare_forward(n_images: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="benchmarks/results/bench_default_run.json")
+    ap.add_argument("--keep", metavar="DIR", help="copy the run's results.json/report.md/report.html here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache, res = Path(tmp) / "cache", Path(tmp) / "res"
         cold = timed_run(cache, res)
         warm = timed_run(cache, res)
         doc = json.loads((res / "results.json").read_text())
+        if args.keep:
+            import shutil
+
+            shutil.copytree(res, args.keep, dirs_exist_ok=True)
     n_cells = len(doc["suite"]["corruptions"]) * len(doc["suite"]["severities"])
     n_images = doc["dataset"]["n_test"] * n_cells + doc["dataset"]["n_train"] + doc["dataset"]["n_test"]
     bare = bare_forward(n_images)

@@ -53,7 +53,7 @@ class CIFAR10C(CorruptionSuite):
         if len(arr) != 5 * n:
             raise DataError(f"{corruption}.npy holds {len(arr)} images, expected 5 x {n} (severities 1-5 stacked) "
                             f"for a test set of {n}; pair cifar10-c with the matching clean test set")
-        return np.ascontiguousarray(arr[(severity - 1) * n: severity * n])
+        return np.array(arr[(severity - 1) * n: severity * n])  # a writable copy of the memory-mapped slice
 
     def validate(self, test_images: np.ndarray, test_labels: np.ndarray) -> None:
         labels_path = Path(self.opts["root"]) / "labels.npy"

@@ -16,13 +16,13 @@ import math
 import os
 import re
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from . import metrics as m
+from .results import write_files_atomically
 from .errors import UsageError
 
 SCHEMA = "jerc-eval/results"  # same as jerc_eval.results.SCHEMA (not imported: that module is heavier)
@@ -655,32 +655,6 @@ def to_markdown(report: GateReport) -> str:
 
 
 # ------------------------------------------------------------------------------------------ CLI entry
-def _write_atomic(files: dict[Path, str]) -> None:
-    """Stage every file as a temp file next to its target, then os.replace each: no half-written reports."""
-    staged: list[tuple[str, Path]] = []
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        for final, text in files.items():
-            if final.is_dir():
-                raise UsageError(f"cannot write {str(final)!r}: it is a folder; pass a file name")
-            try:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-            except OSError as exc:
-                raise UsageError(f"cannot write {str(final)!r} ({exc.strerror or exc}); pass a writable path") from None
-            staged.append((tmp, final))
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; reports are ordinary files
-    except BaseException:
-        for tmp, _ in staged:
-            os.unlink(tmp)
-        raise
-    for tmp, final in staged:
-        os.replace(tmp, final)
-
-
 def gate_main(results_path: str | os.PathLike, baseline_path: str | os.PathLike | None = None,
               policy_path: str | os.PathLike | None = None, junit_path: str | os.PathLike | None = None,
               summary_path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
@@ -710,6 +684,6 @@ def gate_main(results_path: str | os.PathLike, baseline_path: str | os.PathLike 
     if summary_path:
         files[Path(summary_path)] = to_markdown(report)
     if files:
-        _write_atomic(files)
+        write_files_atomically(files)
     print(to_text(report), file=out)
     return report.exit_code

@@ -107,31 +107,35 @@ def build_results(plan: Plan, host: Host, data: LoadedDataset, evals: dict[str, 
     return results
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_outputs(results: dict[str, Any], reporters: list[Reporter], out: Path) -> list[Path]:
-    """Render every report in memory first, then move each into place; a failure leaves no partial file."""
-    texts = {r.filename: r.render(results) for r in reporters}
+def write_files_atomically(files: dict[Path, str]) -> None:
+    """Stage every file as a temp file next to its target, then os.replace each: no half-written reports."""
+    staged: list[tuple[str, Path]] = []
+    umask = os.umask(0o022)
+    os.umask(umask)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {str(out)!r} ({exc.strerror}); pass --out to a writable path") from None
-    staged = []
-    try:
-        for name, text in texts.items():
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+        for final, text in files.items():
+            if final.is_dir():
+                raise UsageError(f"cannot write {str(final)!r}: it is a folder; pass a file name")
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+            except OSError as exc:
+                raise UsageError(f"cannot write {str(final)!r} ({exc.strerror or exc}); pass a writable path") from None
+            staged.append((tmp, final))
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; reports are ordinary files
-            staged.append((tmp, out / name))
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; reports are ordinary files
     except BaseException:
         for tmp, _ in staged:
             os.unlink(tmp)
         raise
     for tmp, final in staged:
         os.replace(tmp, final)
-    return [final for _, final in staged]
+
+
+
+def write_outputs(results: dict[str, Any], reporters: list[Reporter], out: Path) -> list[Path]:
+    """Render every report in memory first, then move each into place; a failure leaves no partial file."""
+    files = {out / r.filename: r.render(results) for r in reporters}
+    write_files_atomically(files)
+    return list(files)

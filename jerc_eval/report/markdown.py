@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..summary import Z95, half95, num, pct
+from ..summary import half95, num, pct
 
 
 def _acc(acc: float | None, ci: list[float] | None) -> str:

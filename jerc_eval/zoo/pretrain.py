@@ -22,7 +22,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import ARCHS, ResNet, VisionTransformer, build
+from ..models import ARCHS, VisionTransformer, build
 from ..models.vit import Block
 from .augment import apply_view, to_float
 from .probe import PROBE, linear_probe

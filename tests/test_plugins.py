@@ -1,11 +1,8 @@
 import textwrap
-import warnings
 
-import pluggy
 import pytest
 
 from jerc_eval.errors import PluginError, UnknownNameError
-from jerc_eval.hookspecs import hookimpl
 from jerc_eval.plugins import PluginLoadWarning, create_host
 from jerc_eval.registry import Registry
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 def timed_run(cache: Path, out: Path) -> float:
     env = dict(os.environ, JERC_EVAL_CACHE=str(cache), HF_HUB_OFFLINE="1")
@@ -56,7 +57,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache, res = Path(tmp) / "cache", Path(tmp) / "res"
         cold = timed_run(cache, res)
+        print(f"cold run: {cold:.1f} s", flush=True)
         warm = timed_run(cache, res)
+        print(f"warm run: {warm:.1f} s", flush=True)
         doc = json.loads((res / "results.json").read_text())
         if args.keep:
             import shutil

@@ -185,8 +185,17 @@ def floor_accuracy(adapter: EncoderAdapter, data: LoadedDataset, plan: Plan, pro
     rand = adapter.random_init(seed)
     if rand is None:
         return None
-    tr = extract(rand, data.train.images, plan.cfg.batch_size, plan.device)
-    te = extract(rand, data.test.images, plan.cfg.batch_size, plan.device)
+    fp = encoder_fingerprint(rand, adapter.name, adapter.version)
+
+    def feats(split: str, images: np.ndarray) -> np.ndarray:
+        key = plan.cache.key(kind="random-init", encoder=fp, seed=seed, dataset=data.fingerprint, split=split)
+        cached = plan.cache.get(key)
+        if cached is None:
+            cached = extract(rand, images, plan.cfg.batch_size, plan.device)
+            plan.cache.put(key, cached)
+        return cached
+
+    tr, te = feats("train", data.train.images), feats("test", data.test.images)
     fitted = probe.fit(tr, data.train.labels, len(data.class_names), plan.cfg.seed, plan.device)
     correct = int((fitted.predict(te) == data.test.labels).sum())
     n = len(data.test.labels)

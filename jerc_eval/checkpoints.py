@@ -434,3 +434,57 @@ def haiku_resnet_to_torchvision(params: Mapping, state: Mapping, owner: str = "b
     if "conv1.weight" not in sd:
         raise CheckpointError(f"{owner}: no res_net*/~/initial_conv in the Haiku parameters; not a BYOL ResNet")
     return sd, dropped
+
+
+# ------------------------------------------------------------------------- Hugging Face ViTMAE directories
+_HF_VIT_LAYER = {
+    "layernorm_before": "norm1", "layernorm_after": "norm2", "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
+}
+
+
+def read_hf_vit_mae(folder: str | Path) -> tuple[dict, dict, Path]:
+    """Read a Hugging Face ``ViTMAEModel``/``ViTMAEForPreTraining`` folder (config.json + model.safetensors or
+    pytorch_model.bin) and return (timm-layout encoder state dict, config, weights file).
+
+    The HF model masks 75 % of the patches at every forward, eval mode included; loaded into jerc-eval's ViT the
+    encoder always sees every patch (masking disabled). q/k/v are concatenated into timm's ``qkv``; the decoder
+    (``decoder.*``) is dropped.
+    """
+    import json
+
+    import torch
+
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{folder} has no config.json; pass a Hugging Face ViTMAE folder or a .pth file")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("model_type") not in (None, "vit_mae"):
+        raise CheckpointError(f"{folder} holds a {cfg.get('model_type')!r} model, not vit_mae; use -e timm or -e hub")
+    weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin; copy the weights file too")
+    hf = read_checkpoint(weights)
+    hf = {k[len("vit."):] if k.startswith("vit.") else k: v for k, v in hf.items() if not k.startswith("decoder.")}
+    sd: dict = {}
+    try:
+        sd["cls_token"] = hf.pop("embeddings.cls_token")
+        sd["pos_embed"] = hf.pop("embeddings.position_embeddings")
+        sd["patch_embed.proj.weight"] = hf.pop("embeddings.patch_embeddings.projection.weight")
+        sd["patch_embed.proj.bias"] = hf.pop("embeddings.patch_embeddings.projection.bias")
+        sd["norm.weight"], sd["norm.bias"] = hf.pop("layernorm.weight"), hf.pop("layernorm.bias")
+        for i in range(int(cfg.get("num_hidden_layers", 0))):
+            pre = f"encoder.layer.{i}."
+            for part in ("weight", "bias"):
+                sd[f"blocks.{i}.attn.qkv.{part}"] = torch.cat(
+                    [hf.pop(f"{pre}attention.attention.{n}.{part}") for n in ("query", "key", "value")])
+                for src, dst in _HF_VIT_LAYER.items():
+                    sd[f"blocks.{i}.{dst}.{part}"] = hf.pop(f"{pre}{src}.{part}")
+    except KeyError as exc:
+        raise CheckpointError(f"{weights.name} lacks {exc.args[0]!r}: not a ViTMAE encoder in the Hugging Face "
+                              f"layout") from None
+    if hf:
+        raise CheckpointError(f"{weights.name} has {len(hf)} unexpected keys, e.g. {next(iter(hf))}; "
+                              f"not a ViTMAE checkpoint this adapter knows")
+    return sd, cfg, weights

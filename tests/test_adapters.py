@@ -570,3 +570,45 @@ def test_cli_runs_template_plugin_listing(capsys):
 
     assert main(["--plugin", str(PLUGINS / "custom_encoder_template.py"), "list", "encoders"]) == 0
     assert "my-encoder" in capsys.readouterr().out
+
+
+def test_hf_vit_mae_folder_loads_with_masking_disabled(tmp_path):
+    """A Hugging Face ViTMAEForPreTraining folder (config.json + pytorch_model.bin, q/k/v split, vit. prefix,
+    decoder keys) loads into the same features as the timm-layout model."""
+    import json
+
+    import torch
+
+    from jerc_eval.default_plugins.encoders import MAEAdapter
+    from jerc_eval.models import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2).eval()
+    sd = vit.state_dict()
+    hf = {"vit.embeddings.cls_token": sd["cls_token"], "vit.embeddings.position_embeddings": sd["pos_embed"],
+          "vit.embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
+          "vit.embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
+          "vit.layernorm.weight": sd["norm.weight"], "vit.layernorm.bias": sd["norm.bias"],
+          "decoder.decoder_pred.weight": torch.zeros(4, 4)}
+    names = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    for i in range(2):
+        for part in ("weight", "bias"):
+            q, k, v = sd[f"blocks.{i}.attn.qkv.{part}"].chunk(3)
+            for n, t in (("query", q), ("key", k), ("value", v)):
+                hf[f"vit.encoder.layer.{i}.attention.attention.{n}.{part}"] = t
+            for ours, theirs in names.items():
+                hf[f"vit.encoder.layer.{i}.{theirs}.{part}"] = sd[f"blocks.{i}.{ours}.{part}"]
+    folder = tmp_path / "vit-mae-tiny"
+    folder.mkdir()
+    torch.save(hf, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({"model_type": "vit_mae", "num_attention_heads": 2,
+                                                    "num_hidden_layers": 2, "layer_norm_eps": 1e-6}))
+    enc = MAEAdapter(checkpoint=folder).load()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(enc.module(x), vit(x), atol=1e-5)
+    assert enc.meta["layout"].startswith("Hugging Face") and len(enc.weights_sha256) == 64
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="not vit_mae"):
+        MAEAdapter(checkpoint=folder).load()

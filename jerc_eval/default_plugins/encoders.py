@@ -185,8 +185,12 @@ class _CheckpointAdapter(EncoderAdapter):
         if self.dropped:
             meta["dropped_keys"] = summarize_dropped(self.dropped)
         return LoadedEncoder(module=features.eval(), preprocess=pre, arch=arch, paradigm=self.paradigm,
-                             feature_protocol=protocol, weights_sha256=sha256_file(self.checkpoint_path()),
+                             feature_protocol=protocol, weights_sha256=sha256_file(self.weights_file()),
                              augmentation=self.augmentation(), meta=meta)
+
+    def weights_file(self) -> Path:
+        """The file whose sha256 identifies the weights (the checkpoint itself, or the file inside a folder)."""
+        return self.checkpoint_path()
 
     def allowed_missing(self, sd: dict) -> tuple[str, ...]:
         return ()
@@ -233,13 +237,38 @@ class MAEAdapter(_ViTAdapter):
                    "timm vit_*_patch16_224.mae weights, .pth/.bin/.safetensors)")
     version = "2"
     options = {
-        "checkpoint": Option(Path, help="MAE checkpoint (.pth with a 'model' key, a plain state dict, or timm's "
-                             ".mae weights in .safetensors/.bin)", must_exist=True),
+        "checkpoint": Option(Path, help="MAE checkpoint (.pth with a 'model' key, a plain state dict, timm's "
+                             ".mae weights in .safetensors/.bin, or a Hugging Face ViTMAE folder)", must_exist=True),
         "pool": Option(str, "cls", "features: 'cls' ([CLS] after the final norm, MAE's linear probe) or 'avg' "
                        "(mean of patch tokens after the final norm)", choices=("cls", "avg")),
         **_VIT_OPTIONS,
     }
     recipe = MAE_RECIPE
+
+    def state_dict(self) -> dict:
+        path = self.checkpoint_path()
+        if not path.is_dir():
+            return super().state_dict()
+        from ..checkpoints import read_hf_vit_mae
+
+        sd, cfg, self._weights = read_hf_vit_mae(path)
+        if not self.opts["num_heads"]:
+            self.opts["num_heads"] = int(cfg.get("num_attention_heads", 0))
+        self._ln_eps = float(cfg.get("layer_norm_eps", 1e-12))
+        self.layout, self.dropped = "Hugging Face ViTMAE folder (masking disabled)", []
+        return sd
+
+    def weights_file(self) -> Path:
+        return getattr(self, "_weights", None) or self.checkpoint_path()
+
+    def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
+        out = super().build(sd)
+        eps = getattr(self, "_ln_eps", None)
+        if eps is not None:  # HF ViTMAE uses LayerNorm eps 1e-12, timm 1e-6
+            for m in out[0].modules():
+                if m.__class__.__name__ == "LayerNorm":
+                    m.eps = eps
+        return out
 
     def convert(self, sd: dict) -> dict:
         sd = _strip_all(sd, "module.")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,15 +42,10 @@ def import_timm() -> Any:
 
 
 def offline_reason(host: str = "huggingface.co") -> str | None:
-    """Why the hub cannot be reached (HF_HUB_OFFLINE, JERC_EVAL_OFFLINE, or no connection in 3 s), else None."""
-    for var in ("HF_HUB_OFFLINE", "JERC_EVAL_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{var}={os.environ[var]}"
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as exc:
-        return f"{host} is unreachable ({type(exc).__name__})"
-    return None
+    """Why the hub cannot be reached (see jerc_eval.offline), else None."""
+    from jerc_eval.offline import offline_reason as check
+
+    return check(host)
 
 
 def paradigm_from_tag(model_id: str, tag: str | None) -> str | None:

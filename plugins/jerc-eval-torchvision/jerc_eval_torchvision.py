@@ -22,7 +22,6 @@ import importlib
 import importlib.util
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,15 +40,10 @@ CLASSIFIER_ATTRS = ("fc", "heads", "head", "classifier")
 
 
 def offline_reason(host: str = "github.com") -> str | None:
-    """Why ``host`` cannot be used (JERC_EVAL_OFFLINE / HF_HUB_OFFLINE set, or no connection in 3 s), else None."""
-    for var in ("JERC_EVAL_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{var}={os.environ[var]}"
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as exc:
-        return f"{host} is unreachable ({type(exc).__name__})"
-    return None
+    """Why the hub cannot be reached (see jerc_eval.offline), else None."""
+    from jerc_eval.offline import offline_reason as check
+
+    return check(host)
 
 
 def _json_kwargs(owner: str, raw: str) -> dict:

@@ -13,14 +13,17 @@ import json
 import os
 import platform
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 
 def make(n: int, dim: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(classes, dim)).astype(np.float32) * (3.0 / np.sqrt(dim)) * 4
+    centres = rng.normal(size=(classes, dim)).astype(np.float32) * (2.0 / np.sqrt(dim))  # overlapping classes
     y = rng.integers(0, classes, size=n)
     return (centres[y] + rng.normal(size=(n, dim)).astype(np.float32)), y.astype(np.int64)
 

@@ -799,6 +799,11 @@ assert set(_FUNCS) == set(ALL)
 # --------------------------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------------------------
+# Deterministic corruptions whose reference implementation (PIL resize / JPEG codec / OpenCV filter per image) beats the batched
+# torch version on a CPU (benchmarks/results/bench_corruptions_cpu.json): the CPU takes the reference path.
+CPU_REFERENCE_PATH = frozenset({"pixelate", "jpeg_compression", "defocus_blur"})
+
+
 def corrupt_batch(images, name: str, severity: int, seeds, device=None, *, compute_dtype=torch.float32,
                   draws=None):
     """Corrupt a batch of uint8 NHWC images with ImageNet-C corruption ``name`` at ``severity`` (1..5).
@@ -837,6 +842,12 @@ def corrupt_batch(images, name: str, severity: int, seeds, device=None, *, compu
     if n == 0:
         out = torch.empty((0,) + tuple(t.shape[1:3]) + (3,), dtype=torch.uint8, device=dev)
         return out.cpu().numpy() if is_np else out
+    if dev.type == "cpu" and name in CPU_REFERENCE_PATH and draws is None and compute_dtype == torch.float32:
+        # per-image PIL codecs: on a CPU the reference code path is faster and bit-identical (deterministic)
+        from .reference import corrupt_batch as reference_batch
+
+        out_np = reference_batch(t.contiguous().numpy(), name, severity, seeds)
+        return out_np if is_np else torch.from_numpy(out_np)
     x = t.to(dev).to(compute_dtype)
     rng = draws if draws is not None else TorchDraws(seeds, dev, compute_dtype)
     rng.glass_seeds = seeds

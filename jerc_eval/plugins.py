@@ -94,18 +94,23 @@ def _fail(name: str, exc: BaseException, strict: bool, skipped: dict[str, str]) 
     warnings.warn(f"jerc-eval: skipped plugin {name!r}: {reason}", PluginLoadWarning, stacklevel=3)
 
 
-def load_file_plugin(path: str | Path) -> ModuleType:
-    """Import a one-file plugin from a path (its hooks are module-level ``@hookimpl`` functions)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PluginError(f"plugin file {str(path)!r} does not exist; check the path given to --plugin")
-    mod_name = f"jerc_eval_file_plugin_{path.stem}"
+def import_file(path: Path, prefix: str) -> ModuleType:
+    """Import a Python file as module ``<prefix>_<stem>`` (registered in ``sys.modules``)."""
+    mod_name = f"{prefix}_{path.stem}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_file_plugin(path: str | Path) -> ModuleType:
+    """Import a one-file plugin from a path (its hooks are module-level ``@hookimpl`` functions)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PluginError(f"plugin file {str(path)!r} does not exist; check the path given to --plugin")
+    return import_file(path, "jerc_eval_file_plugin")
 
 
 def _register_plugin(pm: pluggy.PluginManager, module: Any, name: str) -> None:

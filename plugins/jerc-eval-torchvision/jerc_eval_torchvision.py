@@ -19,7 +19,6 @@ import ast
 import contextlib
 import difflib
 import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -290,12 +289,9 @@ def import_callable(spec: str) -> Any:
         path = Path(mod_name)
         if not path.is_file():
             raise UsageError(f"factory file {mod_name!r} does not exist")
-        unique = f"jerc_eval_factory_{path.stem}"
-        spec_ = importlib.util.spec_from_file_location(unique, path)
-        assert spec_ and spec_.loader
-        module = importlib.util.module_from_spec(spec_)
-        sys.modules[unique] = module
-        spec_.loader.exec_module(module)
+        from jerc_eval.plugins import import_file
+
+        module = import_file(path, "jerc_eval_factory")
     else:
         added = os.getcwd() not in sys.path
         if added:

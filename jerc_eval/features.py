@@ -32,17 +32,27 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
+def resize(x: Any, size: int, interpolation: str = "bicubic") -> Any:
+    """Resize (B, 3, H, W) floats in [0, 1] to ``size`` x ``size`` (antialiased; unchanged when already that size).
+
+    Evaluation and zoo pretraining both resize through here, so pretraining sees what probing sees.
+    """
+    import torch.nn.functional as F
+
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    mode = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+    return F.interpolate(x, size=(size, size), mode=mode, align_corners=False if mode != "nearest" else None,
+                         antialias=mode != "nearest").clamp_(0, 1)  # bicubic overshoots [0, 1]
+
+
 def to_input(images: np.ndarray, pre: Preprocess, device: str) -> Any:
     """uint8 NHWC -> normalised float NCHW at the encoder's input size (resized only when sizes differ)."""
     import torch
-    import torch.nn.functional as F
 
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    if pre.input_size > 0 and (x.shape[-1] != pre.input_size or x.shape[-2] != pre.input_size):
-        mode = pre.interpolation if pre.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
-        x = F.interpolate(x, size=(pre.input_size, pre.input_size), mode=mode,
-                          align_corners=False if mode != "nearest" else None,
-                          antialias=mode != "nearest").clamp_(0, 1)  # bicubic overshoots [0, 1]
+    if pre.input_size > 0:
+        x = resize(x, pre.input_size, pre.interpolation)
     mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
     return (x - mean) / std

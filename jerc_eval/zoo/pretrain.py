@@ -224,15 +224,10 @@ def _views(x: torch.Tensor, recipe: dict, gen: torch.Generator) -> list[torch.Te
 
 
 def to_input_size(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize (B,3,H,W) floats in [0,1] to the encoders' input size exactly as evaluation does
-    (``jerc_eval.features.to_input``: bicubic with antialiasing), so pretraining sees what probing sees."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    out = []
-    for i in range(0, len(x), 1000):
-        out.append(F.interpolate(x[i:i + 1000], size=(size, size), mode="bicubic", antialias=True,
-                                 align_corners=False).clamp_(0, 1))
-    return torch.cat(out)
+    """Resize training images to the encoders' input size exactly as evaluation does, in chunks."""
+    from ..features import resize
+
+    return torch.cat([resize(x[i:i + 1000], size) for i in range(0, len(x), 1000)])
 
 
 def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | None = None, log=print):

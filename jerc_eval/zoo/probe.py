@@ -15,15 +15,12 @@ PROBE = {"features": "ViT: [CLS] after final norm; ResNet: global-average-pooled
 @torch.no_grad()
 def extract(model: nn.Module, images_uint8: np.ndarray, batch: int = 500, input_size: int = 32) -> np.ndarray:
     """Features at the zoo's input size (images resized exactly as ``jerc_eval.features.to_input`` does)."""
-    import torch.nn.functional as F
+    from ..features import resize
 
     model.eval()
     out = []
     for i in range(0, len(images_uint8), batch):
-        x = to_float(images_uint8[i:i + batch])
-        if x.shape[-1] != input_size:
-            x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", antialias=True, align_corners=False)
-        out.append(model(normalize(x.clamp(0, 1))).float().numpy())
+        out.append(model(normalize(resize(to_float(images_uint8[i:i + batch]), input_size))).float().numpy())
     return np.concatenate(out)
 
 

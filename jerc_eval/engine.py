@@ -1,4 +1,4 @@
-"""Corrupting the test set cell by cell in a process pool, overlapped with the caller's feature extraction."""
+"""Corrupting the test set chunk by chunk in a process pool, overlapped with the caller's feature extraction."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -14,58 +14,104 @@ from .seeding import image_seeds
 _WORKER: dict = {}
 
 
-def _init_worker(suite: CorruptionSuite, images: np.ndarray) -> None:
+def _limit_cv2_threads() -> None:
     try:
         import cv2
 
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover - opencv is a dependency of the reference backend
         pass
+
+
+def _init_worker(suite: CorruptionSuite, images: np.ndarray) -> None:
+    _limit_cv2_threads()
     _WORKER["suite"], _WORKER["images"] = suite, images
+
+
+def _corrupt(suite: CorruptionSuite, images: np.ndarray, corruption: str, severity: int, start: int, stop: int,
+             run_seed: int) -> np.ndarray:
+    seeds = image_seeds(run_seed, corruption, severity, stop - start, offset=start)
+    return suite.corrupt(images[start:stop], corruption, severity, seeds)
 
 
 def _work(task: tuple[str, int, int, int, int]) -> np.ndarray:
     corruption, severity, start, stop, run_seed = task
-    seeds = image_seeds(run_seed, corruption, severity, stop - start, offset=start)
-    return _WORKER["suite"].corrupt(_WORKER["images"][start:stop], corruption, severity, seeds)
+    return _corrupt(_WORKER["suite"], _WORKER["images"], corruption, severity, start, stop, run_seed)
 
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def corrupt_cells(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple[str, int]], run_seed: int,
-                  workers: int | None = None, chunk: int = 250) -> Iterator[tuple[tuple[str, int], np.ndarray]]:
-    """Yield ``((corruption, severity), corrupted images)`` in the order of ``cells``.
+def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple[str, int]], run_seed: int,
+                   workers: int | None = None, chunk: int = 1024,
+                   task: int = 250) -> Iterator[tuple[tuple[str, int], int, int, np.ndarray]]:
+    """Yield ``((corruption, severity), start, stop, corrupted images[start:stop])``: every cell of ``cells`` in
+    order, each as consecutive chunks of at most ``chunk`` images.
 
     Image i of cell (c, s) is seeded by ``image_seeds(run_seed, c, s, n)[i]``, so results are identical for any
-    ``workers`` and ``chunk``. With ``workers > 1`` at most ``2 * workers`` cells are in flight at once, which
-    bounds memory while the caller consumes cells.
+    ``workers``, ``chunk`` and ``task`` (the images one pool task corrupts). Memory is bounded whatever the number
+    of images: with ``workers > 1`` at most ``2 * workers`` tasks plus two chunks are in flight while the caller
+    consumes chunks. (A pre-rendered suite loads one whole cell at a time: ``load_cell`` reads cells.)
     """
+    n = len(images)
+    chunk, task = max(1, chunk), max(1, task)
+    spans = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
     if suite.prerendered:  # released corrupted sets (ImageNet-C JPEGs, CIFAR-10-C .npy): read, never compute
         for c, s in cells:
-            yield (c, s), suite.load_cell(c, s, len(images))
+            cell = suite.load_cell(c, s, n)
+            for a, b in spans:
+                yield (c, s), a, b, cell[a:b]
         return
     workers = default_workers() if workers is None else workers
-    n = len(images)
-    spans = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
-    if workers <= 1:
-        _init_worker(suite, images)
-        for c, s in cells:
-            yield (c, s), np.concatenate([_work((c, s, a, b, run_seed)) for a, b in spans])
+    chunks = [((c, s), a, b) for c, s in cells for a, b in spans]
+
+    def parts(a: int, b: int) -> list[tuple[int, int]]:  # the pool tasks of one chunk
+        return [(x, min(x + task, b)) for x in range(a, b, task)]
+
+    if workers <= 1:  # in-process; no global state, so several streams may interleave
+        _limit_cv2_threads()
+        for (c, s), a, b in chunks:
+            out = [_corrupt(suite, images, c, s, x, y, run_seed) for x, y in parts(a, b)]
+            yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ctx.Pool(workers, initializer=_init_worker, initargs=(suite, images)) as pool:
         pending: deque = deque()
-        todo = iter(cells)
-        for cell in todo:
-            pending.append((cell, [pool.apply_async(_work, ((*cell, a, b, run_seed),)) for a, b in spans]))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            cell, parts = pending.popleft()
-            out = np.concatenate([p.get() for p in parts])
+        todo = iter(chunks)
+        in_flight, limit = 0, 2 * workers + -(-min(chunk, n) // task)  # always one more chunk queued
+
+        def submit() -> bool:
+            nonlocal in_flight
             nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((nxt, [pool.apply_async(_work, ((*nxt, a, b, run_seed),)) for a, b in spans]))
-            yield cell, out
+            if nxt is None:
+                return False
+            (c, s), a, b = nxt
+            handles = [pool.apply_async(_work, ((c, s, x, y, run_seed),)) for x, y in parts(a, b)]
+            pending.append((nxt, handles))
+            in_flight += len(handles)
+            return True
+
+        while in_flight < limit and submit():
+            pass
+        while pending:
+            ((c, s), a, b), handles = pending.popleft()
+            out = [h.get() for h in handles]
+            in_flight -= len(handles)
+            while in_flight < limit and submit():
+                pass
+            yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
+
+
+def corrupt_cells(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple[str, int]], run_seed: int,
+                  workers: int | None = None, chunk: int = 250) -> Iterator[tuple[tuple[str, int], np.ndarray]]:
+    """Yield ``((corruption, severity), corrupted images)`` in the order of ``cells`` (whole cells; ``chunk`` is
+    the images one pool task corrupts). Same images as :func:`corrupt_chunks`, for any ``workers`` and ``chunk``.
+    """
+    n = len(images)
+    buf: list[np.ndarray] = []
+    for cell, _, stop, imgs in corrupt_chunks(suite, images, cells, run_seed, workers, chunk=max(n, 1), task=chunk):
+        buf.append(imgs)
+        if stop == n:
+            yield cell, buf[0] if len(buf) == 1 else np.concatenate(buf)
+            buf = []

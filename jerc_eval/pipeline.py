@@ -2,8 +2,9 @@
 
 1. resolve every name and option (no compute: a typo fails in well under a second);
 2. load the dataset and the encoders (weights loaded strictly);
-3. extract clean features, fit one probe per encoder on clean train features;
-4. for every corruption x severity: corrupt the test set (process pool), extract, predict -> tidy rows;
+3. extract clean features, fit one probe per encoder on clean train features (or load the same fit from the
+   probe cache);
+4. for every corruption x severity: corrupt the test set chunk by chunk (process pool), extract, predict -> tidy rows;
 5. summarise (pure functions), compare JE with RC, recommend;
 6. render every report in memory, then move them into place (no half-written results).
 """
@@ -24,6 +25,7 @@ from .config import RunConfig, parse_severities
 from .errors import DataError, UnknownNameError, UsageError
 from .features import FeatureCache, default_cache_dir, encoder_fingerprint, extract, pick_device
 from .plugins import Host, create_host
+from .probes import ProbeCache
 from .results import build_results, write_outputs
 
 
@@ -40,6 +42,7 @@ class Plan:
     device: str
     cache: FeatureCache
     plugin_of: dict[str, str] = field(default_factory=dict)
+    probe_cache: ProbeCache | None = None
 
 
 # ===================================================================================== 1. resolve
@@ -101,7 +104,8 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
     device = pick_device(cfg.device)
     suite.device = device
     return Plan(cfg, dataset, encoders, suite, corruptions, severities, probe, reporters,
-                device, FeatureCache(root, enabled=not cfg.no_cache), plugin_of)
+                device, FeatureCache(root, enabled=not cfg.no_cache), plugin_of,
+                probe_cache=ProbeCache(root, enabled=not cfg.no_cache))
 
 
 # ===================================================================================== 2. load
@@ -164,6 +168,47 @@ class Evaluator:
         return feats
 
 
+def caches_fits(probe: Probe) -> bool:
+    """Whether fits of ``probe`` go to the probe cache: the built-in logreg and sgd probes (kNN costs nothing to
+    fit). A plugin probe opts in with a class attribute ``cache_fits = True`` when its fit depends on nothing but
+    features, labels, class count, seed, device and its options, and its ``predict`` is a built-in model's."""
+    explicit = getattr(type(probe), "cache_fits", None)
+    if explicit is not None:
+        return bool(explicit)
+    return type(probe).__module__ == "jerc_eval.default_plugins.probes" and probe.name in ("logreg", "sgd")
+
+
+def fit_probe(plan: Plan, features: np.ndarray, labels: np.ndarray, num_classes: int, feature_key: str | None,
+              probe: Probe | None = None) -> Any:
+    """``probe.fit`` (default: the run's probe), or the same fit from the probe cache.
+
+    The cache key holds the feature-cache key of ``features`` and a digest of their values, the labels, the
+    class count, the probe (name, class, version, options), the run seed, the device and the torch version, and
+    the probe implementation version: a cached fit is used only where a refit would compute the same thing.
+    A fit is cached only with the feature cache on (``--no-cache`` refits everything).
+    """
+    import torch
+
+    from .probes import array_digest
+
+    probe = probe or plan.probe
+    cache = plan.probe_cache
+    key = None
+    if cache is not None and cache.enabled and plan.cache.enabled and feature_key is not None and caches_fits(probe):
+        cls = type(probe)
+        key = cache.key(features=feature_key, digest=array_digest(features), labels=array_digest(labels),
+                        num_classes=int(num_classes), probe=probe.name,
+                        probe_class=f"{cls.__module__}.{cls.__qualname__}", probe_version=getattr(cls, "version", ""),
+                        options=probe.opts, seed=plan.cfg.seed, device=plan.device, torch=torch.__version__)
+        hit = cache.load(key, plan.device)
+        if hit is not None:
+            return hit
+    fitted = probe.fit(features, labels, num_classes, plan.cfg.seed, plan.device)
+    if key is not None:
+        cache.store(key, fitted)
+    return fitted
+
+
 def _row(name: str, plan: Plan, corruption: str, severity: int, pred: np.ndarray, labels: np.ndarray,
          family: str) -> dict[str, Any]:
     from .metrics import wilson_interval
@@ -187,16 +232,18 @@ def floor_accuracy(adapter: EncoderAdapter, data: LoadedDataset, plan: Plan, pro
         return None
     fp = encoder_fingerprint(rand, adapter.name, adapter.version)
 
+    def key(split: str) -> str:
+        return plan.cache.key(kind="random-init", encoder=fp, seed=seed, dataset=data.fingerprint, split=split)
+
     def feats(split: str, images: np.ndarray) -> np.ndarray:
-        key = plan.cache.key(kind="random-init", encoder=fp, seed=seed, dataset=data.fingerprint, split=split)
-        cached = plan.cache.get(key)
+        cached = plan.cache.get(key(split))
         if cached is None:
             cached = extract(rand, images, plan.cfg.batch_size, plan.device)
-            plan.cache.put(key, cached)
+            plan.cache.put(key(split), cached)
         return cached
 
     tr, te = feats("train", data.train.images), feats("test", data.test.images)
-    fitted = probe.fit(tr, data.train.labels, len(data.class_names), plan.cfg.seed, plan.device)
+    fitted = fit_probe(plan, tr, data.train.labels, len(data.class_names), key("train"), probe)
     correct = int((fitted.predict(te) == data.test.labels).sum())
     n = len(data.test.labels)
     return {"accuracy": correct / n, "ci95": list(wilson_interval(correct, n)), "n": n, "seed": seed,
@@ -229,7 +276,7 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
     for name, ev in tqdm(evals.items(), desc="clean features + probe", disable=not progress):  # 3
         tr = ev.features(data.train.images, "train", "clean", 0)
         te = ev.features(data.test.images, "test", "clean", 0)
-        fitted = plan.probe.fit(tr, data.train.labels, n_cls, plan.cfg.seed, plan.device)
+        fitted = fit_probe(plan, tr, data.train.labels, n_cls, ev.key("train", "clean", 0))
         ev.probe, ev.probe_info = fitted.predict, fitted.info
         ev.probe_info["feature_dim"] = int(tr.shape[1])
         rows.append(_row(name, plan, "clean", 0, ev.probe(te), data.test.labels, "clean"))
@@ -251,27 +298,71 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
     results["timing"]["total_s"] = time.perf_counter() - t0
     write_outputs(results, plan.reporters, Path(plan.cfg.out))  # 6
     echo(summ.console_table(results))
+    pc = plan.probe_cache
     echo(f"wrote {', '.join(str(Path(plan.cfg.out) / r.filename) for r in plan.reporters)} "
-         f"in {results['timing']['total_s']:.1f} s (feature cache: {plan.cache.hits} hits, {plan.cache.misses} misses)")
+         f"in {results['timing']['total_s']:.1f} s (feature cache: {plan.cache.hits} hits, {plan.cache.misses} misses; "
+         f"probe cache: {pc.hits if pc else 0} hits)")
     return results
 
 
+# Corrupted images are made, encoded and dropped this many at a time (rounded down to a multiple of the batch
+# size, so the encoder sees exactly the batches it would see on the whole cell: bit-identical features).
+STREAM_CHUNK = 1024
+
+
+def stream_chunk(plan: Plan) -> int:
+    bs = plan.cfg.batch_size
+    return max(1, STREAM_CHUNK // bs) * bs
+
+
 def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, split: str,
-                 cells: list[tuple[str, int]], run_seed: int) -> Any:
-    """Yield ``(cell, {encoder: features})`` in the order of ``cells``; cached cells are not corrupted again."""
-    from .engine import corrupt_cells
+                 cells: list[tuple[str, int]], run_seed: int, keep: np.ndarray | None = None) -> Any:
+    """Yield ``(cell, {encoder: features}, kept)`` in the order of ``cells``; cached cells are not corrupted again.
+
+    A cell is corrupted, encoded (by each encoder whose features are not cached) and dropped chunk by chunk
+    (``stream_chunk``), so memory holds a bounded number of corrupted images whatever the size of the set; only
+    the fp16 features stay. ``kept`` is the cell's corrupted images at indices ``keep`` (None when the cell came
+    from the cache or ``keep`` is None).
+    """
+    from .engine import corrupt_chunks
 
     workers = plan.cfg.workers or None
     if plan.suite.backend != "reference":  # torch backends batch in-process (and on the GPU when present)
         workers = 1
+    chunk = stream_chunk(plan)
+    n = len(images)
     todo = [cell for cell in cells if not all(ev.has(split, *cell) for ev in evals.values())]
-    fresh = corrupt_cells(plan.suite, images, todo, run_seed, workers)
+    fresh = corrupt_chunks(plan.suite, images, todo, run_seed, workers, chunk=chunk)
     for cell in cells:
-        imgs = None
-        if cell in todo:
-            got, imgs = next(fresh)
-            assert got == cell
-        yield cell, {name: ev.features(imgs, split, *cell) for name, ev in evals.items()}, imgs
+        feats: dict[str, np.ndarray] = {}
+        for name, ev in evals.items():
+            got = plan.cache.get(ev.key(split, *cell))
+            if got is not None:
+                feats[name] = got
+        missing = [name for name in evals if name not in feats]
+        kept = None
+        if cell in todo or missing:
+            # a cell listed as cached whose entry turned out damaged is corrupted again here, in-process
+            source = fresh if cell in todo else corrupt_chunks(plan.suite, images, [cell], run_seed, 1, chunk=chunk)
+            parts: dict[str, list[np.ndarray]] = {name: [] for name in missing}
+            stop = 0
+            while stop < n:
+                got_cell, start, stop, imgs = next(source)
+                assert got_cell == cell and start == (stop - len(imgs)), (got_cell, cell)
+                for name in missing:
+                    ev = evals[name]
+                    parts[name].append(extract(ev.encoder, imgs, plan.cfg.batch_size, plan.device).astype(np.float16))
+                if keep is not None:
+                    if kept is None:
+                        kept = np.empty((len(keep), *imgs.shape[1:]), dtype=imgs.dtype)
+                    sel = (keep >= start) & (keep < stop)
+                    kept[sel] = imgs[keep[sel] - start]
+                del imgs
+            for name in missing:
+                half = np.concatenate(parts.pop(name))
+                plan.cache.put(evals[name].key(split, *cell), half)
+                feats[name] = half.astype(np.float32)  # what extract() returns, and what the cache gives back
+        yield cell, feats, kept
 
 
 def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset, progress: bool,
@@ -286,20 +377,21 @@ def corrupted_rows(plan: Plan, evals: dict[str, Evaluator], data: LoadedDataset,
     cells = [(c, s) for c in plan.corruptions for s in plan.severities]
     family = plan.suite.corruptions
     matched = plan.cfg.probe_fit_on == "matched"
-    test_stream = _cell_stream(plan, evals, data.test.images, "test", cells, plan.cfg.seed)
+    test_stream = _cell_stream(plan, evals, data.test.images, "test", cells, plan.cfg.seed,
+                               keep if kept is not None else None)
     train_stream = _cell_stream(plan, evals, data.train.images, "train", cells,
                                 derive_seed(plan.cfg.seed, "train")) if matched else None
     rows = []
-    for cell, feats, imgs in tqdm(test_stream, total=len(cells), desc="corruptions x severities",
-                                  disable=not progress):
-        if imgs is not None and keep is not None and kept is not None:
-            kept[cell] = imgs[keep]
+    for cell, feats, subset in tqdm(test_stream, total=len(cells), desc="corruptions x severities",
+                                    disable=not progress):
+        if subset is not None and kept is not None:
+            kept[cell] = subset
         train_feats = next(train_stream)[1] if train_stream is not None else None
         for name, ev in evals.items():
             predict, extra = ev.probe, {}
             if train_feats is not None:
-                fitted = plan.probe.fit(train_feats[name], data.train.labels, len(data.class_names), plan.cfg.seed,
-                                        plan.device)
+                fitted = fit_probe(plan, train_feats[name], data.train.labels, len(data.class_names),
+                                   ev.key("train", *cell))
                 predict = fitted.predict
                 extra = {"probe_train_accuracy": fitted.info.get("train_accuracy")}
             row = _row(name, plan, *cell, predict(feats[name]), data.test.labels, family[cell[0]])

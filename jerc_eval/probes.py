@@ -191,3 +191,170 @@ def fit_sgd_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, 
             "momentum": 0.9, "schedule": "cosine", "batchnorm_no_affine": batchnorm, "device": device,
             "train_accuracy": float((model.predict(features) == labels).mean()), "n_train": int(len(labels))}
     return model, info
+
+
+# ------------------------------------------------------------------------------------ fitted-probe cache
+# Bump when fit_logreg / fit_sgd_head (or the models' predict) change what a fit returns: every cached fit is
+# then refitted. Part of every probe-cache key, with the probe's own ``version`` class attribute.
+PROBE_IMPL_VERSION = 1
+_CACHE_FORMAT = "jerc-eval/fitted-probe"
+
+
+class _NotCacheable(Exception):
+    """A fitted probe (model or info) that the cache cannot store exactly; it is simply not cached."""
+
+
+def model_state(predict: Any) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
+    """``(kind, arrays, meta)`` of a built-in model's bound ``predict``; raises _NotCacheable otherwise.
+
+    kNN models are not cached (they hold the whole train set and cost nothing to fit).
+    """
+    import torch
+
+    model = getattr(predict, "__self__", None)
+    if type(model) is LogRegModel and getattr(predict, "__func__", None) is LogRegModel.predict:
+        arrays = {k: getattr(model, k).detach().cpu().numpy() for k in ("weight", "bias", "mean", "std")}
+        return "logreg", arrays, {}
+    if type(model) is HeadModel and getattr(predict, "__func__", None) is HeadModel.predict:
+        layers = list(model.head)
+        if not (isinstance(model.head, torch.nn.Sequential) and 1 <= len(layers) <= 2
+                and type(layers[-1]) is torch.nn.Linear
+                and (len(layers) == 1 or (type(layers[0]) is torch.nn.BatchNorm1d and not layers[0].affine
+                                          and layers[0].track_running_stats))):
+            raise _NotCacheable("unknown head layout")
+        arrays = {k: v.detach().cpu().numpy() for k, v in model.head.state_dict().items()}
+        lin = layers[-1]
+        meta = {"batchnorm": len(layers) == 2, "eps": layers[0].eps if len(layers) == 2 else None,
+                "in_features": lin.in_features, "out_features": lin.out_features}
+        return "sgd-head", arrays, meta
+    raise _NotCacheable(f"no cache format for {type(model).__name__}")
+
+
+def model_from_state(kind: str, arrays: dict[str, np.ndarray], meta: dict[str, Any], device: str) -> Any:
+    """The ``predict`` callable back from :func:`model_state` (same dtypes, same device: same predictions)."""
+    import torch
+
+    t = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+    if kind == "logreg":
+        return LogRegModel(t["weight"], t["bias"], t["mean"], t["std"]).predict
+    if kind == "sgd-head":
+        layers = [torch.nn.BatchNorm1d(meta["in_features"], affine=False, eps=meta["eps"])] if meta["batchnorm"] else []
+        head = torch.nn.Sequential(*layers, torch.nn.Linear(meta["in_features"], meta["out_features"]))
+        head = head.to(device=device, dtype=t[f"{len(layers)}.weight"].dtype)
+        head.load_state_dict(t, strict=True)
+        head.eval()
+        return HeadModel(head).predict
+    raise ValueError(kind)
+
+
+def _encode(obj: Any) -> Any:
+    """JSON with tags for tuples and non-string dict keys, so ``info`` comes back exactly as it was."""
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if type(obj) is list:
+        return [_encode(v) for v in obj]
+    if type(obj) is tuple:
+        return {"__tuple__": [_encode(v) for v in obj]}
+    if type(obj) is dict:
+        if all(type(k) is str for k in obj) and "__tuple__" not in obj and "__items__" not in obj:
+            return {k: _encode(v) for k, v in obj.items()}
+        return {"__items__": [[_encode(k), _encode(v)] for k, v in obj.items()]}
+    raise _NotCacheable(f"info value of type {type(obj).__name__}")
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    if isinstance(obj, dict):
+        if list(obj) == ["__tuple__"]:
+            return tuple(_decode(v) for v in obj["__tuple__"])
+        if list(obj) == ["__items__"]:
+            return {_decode(k): _decode(v) for k, v in obj["__items__"]}
+        return {k: _decode(v) for k, v in obj.items()}
+    return obj
+
+
+def array_digest(values: np.ndarray) -> str:
+    """sha256 of an array's exact values, dtype and shape (a probe is never reused on other features or labels)."""
+    import hashlib
+
+    arr = np.ascontiguousarray(values)
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+class ProbeCache:
+    """Fitted probes (weights, chosen C, train accuracy, every hyperparameter in ``info``) as one JSON file per
+    key under ``<cache>/probes``; written atomically, and a damaged or unreadable entry is refitted, never trusted.
+    """
+
+    def __init__(self, root: Any, enabled: bool = True):
+        from pathlib import Path
+
+        self.root = Path(root) / "probes" if root is not None else None
+        self.enabled = enabled and root is not None
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, **parts: Any) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps({"impl": PROBE_IMPL_VERSION, **parts}, sort_keys=True,
+                                         default=str).encode()).hexdigest()[:40]
+
+    def path(self, key: str) -> Any:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.json"
+
+    def load(self, key: str, device: str) -> Any:
+        """The cached :class:`~jerc_eval.api.FittedProbe`, or None (counted as a miss)."""
+        import base64
+        import json
+
+        from .api import FittedProbe
+
+        if not self.enabled:
+            return None
+        path = self.path(key)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("format") != _CACHE_FORMAT or doc.get("key") != key:
+                raise ValueError("not a fitted probe for this key")
+            arrays = {k: np.frombuffer(base64.b64decode(a["data"]), dtype=np.dtype(a["dtype"]))
+                      .reshape(a["shape"]).copy() for k, a in doc["arrays"].items()}
+            predict = model_from_state(doc["kind"], arrays, doc["meta"], device)
+            info = _decode(doc["info"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
+            # missing, damaged, or written by another layout: refit
+            self.misses += 1
+            return None
+        self.hits += 1
+        return FittedProbe(predict=predict, info=info)
+
+    def store(self, key: str, fitted: Any) -> bool:
+        """Write ``fitted`` if its model has a cache format; returns whether it was written."""
+        import base64
+        import json
+
+        from .errors import UsageError
+        from .results import write_files_atomically
+
+        if not self.enabled:
+            return False
+        try:
+            kind, arrays, meta = model_state(fitted.predict)
+            doc = {"format": _CACHE_FORMAT, "key": key, "kind": kind, "meta": _encode(meta),
+                   "info": _encode(fitted.info),
+                   "arrays": {k: {"dtype": v.dtype.str, "shape": list(v.shape),
+                                  "data": base64.b64encode(np.ascontiguousarray(v).tobytes()).decode("ascii")}
+                              for k, v in arrays.items()}}
+            text = json.dumps(doc)
+        except _NotCacheable:
+            return False
+        try:
+            write_files_atomically({self.path(key): text})
+        except (OSError, UsageError):  # a read-only cache only costs time
+            return False
+        return True

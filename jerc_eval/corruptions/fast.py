@@ -6,7 +6,9 @@ batches of ``uint8`` NHWC images as torch ops that run on whatever device the in
 
 Conventions
 -----------
-* Every per-severity parameter is the reference's.
+* Every per-severity parameter is the reference's (``_P``, table "imagenet"); ``params="cifar10"`` selects the
+  CIFAR-10-C table of hendrycks' ``make_cifar_c.py`` for 32 px images (``_P_CIFAR10``), with that script's
+  algorithm where it differs from the ImageNet one (``CIFAR10_DIFFERENT_ALGORITHM``).
 * The reference returns ``np.uint8(clipped_float)``, i.e. truncation toward zero, not rounding; we do the same.
 * Each image draws its randomness from its own ``torch.Generator`` seeded with its own seed, in a fixed order,
   so the output of image ``i`` never depends on the rest of the batch.  The draws follow the reference's
@@ -28,7 +30,7 @@ Conventions
 from __future__ import annotations
 
 import importlib.resources
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
@@ -38,7 +40,8 @@ from . import ALL
 
 FAST_VERSION = "1.0.0"
 
-__all__ = ["FAST_VERSION", "available", "corrupt_batch", "TorchDraws", "NumpyReplayDraws"]
+__all__ = ["FAST_VERSION", "PARAM_TABLES", "NumpyReplayDraws", "TorchDraws", "auto_params", "available", "corrupt_batch",
+           "param_table"]
 
 
 def available() -> list[str]:
@@ -73,6 +76,67 @@ _P = {
                 (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)],
     "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)],
 }
+
+# CIFAR-10-C (Hendrycks & Dietterich 2019) per-severity parameters for 32 px images, from hendrycks/robustness
+# ``ImageNet-C/create_c/make_cifar_c.py``.  Same tuple layouts as ``_P`` except elastic_transform (its CIFAR
+# algorithm differs, see ``_elastic_cifar``): (alpha, sigma, affine) as fractions of the image size (the source
+# multiplies by IMSIZE = 32).  Where the CIFAR algorithm itself differs from the ImageNet one, ``_FUNCS_CIFAR10``
+# overrides the function (``CIFAR10_DIFFERENT_ALGORITHM``); everything else runs the ImageNet code with this table.
+_P_CIFAR10 = {
+    "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
+    "shot_noise": [500, 250, 100, 75, 50],
+    "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07],
+    "speckle_noise": [0.06, 0.1, 0.12, 0.16, 0.2],
+    "gaussian_blur": [0.4, 0.6, 0.7, 0.8, 1],
+    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    "zoom_blur": [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
+                  np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)],
+    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+             (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
+    "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+    "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
+    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
+    "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
+    "elastic_transform": [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)],
+    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    "jpeg_compression": [80, 65, 58, 50, 40],
+    "spatter": [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
+                (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)],
+    "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+}
+assert set(_P_CIFAR10) == set(_P)
+
+# Parameter tables by name: "imagenet" (ImageNet-C, imagecorruptions; the default) and "cifar10" (CIFAR-10-C).
+PARAM_TABLES: dict[str, dict] = {"imagenet": _P, "cifar10": _P_CIFAR10}
+CIFAR10_MAX_SIZE = 32  # ``params=auto`` picks the CIFAR-10-C table for images at most this size on their short side
+
+# Corruptions whose CIFAR-10-C *algorithm* (not only its parameters) differs from the ImageNet-C one.
+CIFAR10_DIFFERENT_ALGORITHM = {
+    "zoom_blur": "the zoomed image is trimmed around its centre (ImageNet: top-left corner)",
+    "snow": "snow layer zoomed and centre-trimmed to the image before the motion blur, quantised to uint8 "
+            "before and after it (ImageMagick works on 8-bit PNGs)",
+    "frost": "5 textures (the source draws randint(5): frost6 is never used), each scaled by 0.2 with cv2 "
+             "INTER_LINEAR (ImageNet: 6 textures enlarged to cover the image x1.1, INTER_CUBIC), random crop",
+    "fog": "float64 plasma fractal of size next_pow2(max side) = 32 at 32 px (the source's fixed mapsize=32)",
+    "elastic_transform": "random affine warp (cv2, reflect-101) then a smoothed uniform(-1, 1) displacement field; "
+                         "alpha, sigma and the affine jitter scale with the image size",
+    "pixelate": "BOX downscale then BOX upscale (ImageNet: NEAREST upscale)",
+}
+
+
+def param_table(name: str) -> dict:
+    """The per-severity parameter table called ``name`` ("imagenet" | "cifar10")."""
+    if name not in PARAM_TABLES:
+        raise ValueError(f"unknown parameter table {name!r}; expected one of {', '.join(PARAM_TABLES)}")
+    return PARAM_TABLES[name]
+
+
+def auto_params(height: int, width: int) -> str:
+    """``params=auto``: "cifar10" for images at most 32 px on their short side, else "imagenet"."""
+    return "cifar10" if min(int(height), int(width)) <= CIFAR10_MAX_SIZE else "imagenet"
+
 
 DETERMINISTIC = ("gaussian_blur", "defocus_blur", "zoom_blur", "contrast", "brightness", "saturate",
                  "pixelate", "jpeg_compression")
@@ -247,12 +311,19 @@ def _zoom_axis(n: int, z: float):
     return top + i0, top + i1, frac
 
 
-def _clipped_zoom(t: torch.Tensor, z: float, crop: bool = True) -> torch.Tensor:
-    """Reference ``clipped_zoom`` on (N, H, W, ...) tensors (linear interpolation, align-corners)."""
+def _clipped_zoom(t: torch.Tensor, z: float, crop: bool | str = True) -> torch.Tensor:
+    """Reference ``clipped_zoom`` on (N, H, W, ...) tensors (linear interpolation, align-corners).
+
+    crop: True keeps the first H x W pixels of the zoomed crop (imagecorruptions), False the full zoomed size,
+    "center" the H x W pixels around its centre (make_cifar_c.py's trim).
+    """
     h, w = t.shape[1], t.shape[2]
     for axis, n in ((1, h), (2, w)):
         i0, i1, fr = _zoom_axis(n, z)
-        if crop:
+        if crop == "center":
+            a = (len(i0) - n) // 2
+            i0, i1, fr = i0[a:a + n], i1[a:a + n], fr[a:a + n]
+        elif crop:
             i0, i1, fr = i0[:n], i1[:n], fr[:n]
         i0 = torch.as_tensor(i0, device=t.device)
         i1 = torch.as_tensor(i1, device=t.device)
@@ -486,20 +557,20 @@ def _fixed_point_pass(t: torch.Tensor, mat: np.ndarray, axis: int) -> torch.Tens
 # --------------------------------------------------------------------------------------------------------------
 # The corruptions.  x: float (N, H, W, 3) in [0, 255]; return float in [0, 255] (before truncation).
 # --------------------------------------------------------------------------------------------------------------
-def _gaussian_noise(x, sev, rng):
-    c = _P["gaussian_noise"][sev - 1]
+def _gaussian_noise(x, sev, rng, P=_P):
+    c = P["gaussian_noise"][sev - 1]
     x = x / 255.0
     return (x + rng.normal(x.shape[1:], scale=c)).clamp(0, 1) * 255
 
 
-def _shot_noise(x, sev, rng):
-    c = _P["shot_noise"][sev - 1]
+def _shot_noise(x, sev, rng, P=_P):
+    c = P["shot_noise"][sev - 1]
     x = x / 255.0
     return (rng.poisson(x * c) / float(c)).clamp(0, 1) * 255
 
 
-def _impulse_noise(x, sev, rng):
-    amount = _P["impulse_noise"][sev - 1]
+def _impulse_noise(x, sev, rng, P=_P):
+    amount = P["impulse_noise"][sev - 1]
     x = x / 255.0
     flipped = rng.bernoulli_uniform(x.shape[1:]) <= amount  # skimage _bernoulli: rng.random(shape) <= p
     salted = rng.bernoulli_uniform(x.shape[1:]) <= 0.5
@@ -508,20 +579,34 @@ def _impulse_noise(x, sev, rng):
     return x.clamp(0, 1) * 255
 
 
-def _speckle_noise(x, sev, rng):
-    c = _P["speckle_noise"][sev - 1]
+def _impulse_noise_uint8(t: torch.Tensor, sev: int, rng: TorchDraws, P=_P) -> torch.Tensor:
+    """``_impulse_noise`` on uint8 images, image by image, without the float round trip: the same draws (one
+    generator per image: flip mask, then salt mask) and bit-identical output ((v / 255) * 255 truncates back to v
+    for every uint8 v in float32), ~3x cheaper on a CPU."""
+    amount = P["impulse_noise"][sev - 1]
+    shape = tuple(t.shape[1:])
+    out = torch.empty_like(t)
+    for i, g in enumerate(rng.gens):
+        flipped = torch.rand(shape, generator=g, device=rng.device, dtype=rng.dtype) <= amount
+        salt = (torch.rand(shape, generator=g, device=rng.device, dtype=rng.dtype) <= 0.5).to(torch.uint8) * 255
+        torch.where(flipped, salt, t[i], out=out[i])
+    return out
+
+
+def _speckle_noise(x, sev, rng, P=_P):
+    c = P["speckle_noise"][sev - 1]
     x = x / 255.0
     return (x + x * rng.normal(x.shape[1:], scale=c)).clamp(0, 1) * 255
 
 
-def _gaussian_blur(x, sev, rng):
-    s = _P["gaussian_blur"][sev - 1]
+def _gaussian_blur(x, sev, rng, P=_P):
+    s = P["gaussian_blur"][sev - 1]
     y = _per_channel(lambda m: _gaussian_maps(m, s, s, "nearest"), x / 255.0)
     return y.clamp(0, 1) * 255
 
 
-def _glass_blur(x, sev, rng):
-    sigma, delta, iters = _P["glass_blur"][sev - 1]
+def _glass_blur(x, sev, rng, P=_P):
+    sigma, delta, iters = P["glass_blur"][sev - 1]
     n, h, w, c = x.shape
     y = _per_channel(lambda m: _gaussian_maps(m, sigma, sigma, "nearest"), x / 255.0)
     y = torch.trunc((y * 255).clamp(0, 255))  # np.uint8(gaussian(x/255)*255)
@@ -548,8 +633,8 @@ def _disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
     return t[0].numpy().astype(np.float32)
 
 
-def _defocus_blur(x, sev, rng):
-    radius, ab = _P["defocus_blur"][sev - 1]
+def _defocus_blur(x, sev, rng, P=_P):
+    radius, ab = P["defocus_blur"][sev - 1]
     k = torch.as_tensor(_disk_kernel(radius, ab), dtype=x.dtype, device=x.device)
     r = k.shape[0] // 2
 
@@ -566,23 +651,23 @@ def _defocus_blur(x, sev, rng):
     return _per_channel(f, x / 255.0).clamp(0, 1) * 255
 
 
-def _motion_blur_c(x, sev, rng):
-    radius, sigma = _P["motion_blur"][sev - 1]
+def _motion_blur_c(x, sev, rng, P=_P):
+    radius, sigma = P["motion_blur"][sev - 1]
     angles = rng.uniform_scalar(-45, 45)
     return _motion_blur(x, radius, sigma, angles).clamp(0, 255)
 
 
-def _zoom_blur(x, sev, rng):
+def _zoom_blur(x, sev, rng, P=_P, crop=True):
     x = x / 255.0
     out = torch.zeros_like(x)
-    zs = _P["zoom_blur"][sev - 1]
+    zs = P["zoom_blur"][sev - 1]
     for z in zs:
-        out = out + _clipped_zoom(x, float(z))
+        out = out + _clipped_zoom(x, float(z), crop)
     return ((x + out) / (len(zs) + 1)).clamp(0, 1) * 255
 
 
-def _snow(x, sev, rng):
-    c = _P["snow"][sev - 1]
+def _snow(x, sev, rng, P=_P):
+    c = P["snow"][sev - 1]
     n, h, w, _ = x.shape
     x = x / 255.0
     layer = rng.normal((h, w), loc=c[0], scale=c[1])
@@ -596,8 +681,8 @@ def _snow(x, sev, rng):
     return (x + layer + torch.flip(layer, dims=(1, 2))).clamp(0, 1) * 255
 
 
-def _frost(x, sev, rng):
-    c = _P["frost"][sev - 1]
+def _frost(x, sev, rng, P=_P):
+    c = P["frost"][sev - 1]
     n, h, w, _ = x.shape
     texs = _frost_textures(h, w, x.device)
     idx = rng.randint(0, 6)
@@ -644,40 +729,40 @@ def _plasma(n: int, mapsize: int, decay: float, rng, dtype, device) -> torch.Ten
     return a / a.amax(dim=(1, 2), keepdim=True)
 
 
-def _fog(x, sev, rng):
-    c = _P["fog"][sev - 1]
+def _fog(x, sev, rng, P=_P, map_dtype=torch.float32):
+    c = P["fog"][sev - 1]
     n, h, w, _ = x.shape
     mapsize = 1 << (max(h, w, 3) - 1).bit_length()
     x = x / 255.0
     maxv = x.amax(dim=(1, 2, 3), keepdim=True)
-    plasma = _plasma(n, mapsize, c[1], rng, torch.float32, x.device)[:, :h, :w].to(x.dtype)
+    plasma = _plasma(n, mapsize, c[1], rng, map_dtype, x.device)[:, :h, :w].to(x.dtype)
     x = x + c[0] * plasma.unsqueeze(-1)
     return (x * maxv / (maxv + c[0])).clamp(0, 1) * 255
 
 
-def _brightness(x, sev, rng):
-    c = _P["brightness"][sev - 1]
+def _brightness(x, sev, rng, P=_P):
+    c = P["brightness"][sev - 1]
     hsv = _rgb2hsv(x.to(torch.float64) / 255.0)  # float64: cheap elementwise, makes truncation match exactly
     hsv = torch.cat([hsv[..., :2], (hsv[..., 2:] + c).clamp(0, 1)], -1)
     return _hsv2rgb(hsv).clamp(0, 1) * 255
 
 
-def _saturate(x, sev, rng):
-    c = _P["saturate"][sev - 1]
+def _saturate(x, sev, rng, P=_P):
+    c = P["saturate"][sev - 1]
     hsv = _rgb2hsv(x.to(torch.float64) / 255.0)
     hsv = torch.cat([hsv[..., :1], (hsv[..., 1:2] * c[0] + c[1]).clamp(0, 1), hsv[..., 2:]], -1)
     return _hsv2rgb(hsv).clamp(0, 1) * 255
 
 
-def _contrast(x, sev, rng):
-    c = _P["contrast"][sev - 1]
+def _contrast(x, sev, rng, P=_P):
+    c = P["contrast"][sev - 1]
     x = x / 255.0
     m = x.mean(dim=(1, 2), keepdim=True)
     return ((x - m) * c + m).clamp(0, 1) * 255
 
 
-def _elastic(x, sev, rng):
-    alpha = _P["elastic_transform"][sev - 1]
+def _elastic(x, sev, rng, P=_P):
+    alpha = P["elastic_transform"][sev - 1]
     n, h, w, ch = x.shape
     x = x / 255.0
     maxd = h * 0.005
@@ -723,8 +808,8 @@ def _bilinear_symmetric(x: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor) -> 
     return (v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy
 
 
-def _pixelate(x, sev, rng):
-    c = _P["pixelate"][sev - 1]
+def _pixelate(x, sev, rng, P=_P):
+    c = P["pixelate"][sev - 1]
     n, h, w, _ = x.shape
     ow, oh = int(w * c), int(h * c)
     t = x.to(torch.float64)
@@ -735,13 +820,13 @@ def _pixelate(x, sev, rng):
     return t.to(x.dtype)
 
 
-def _jpeg(x, sev, rng):
+def _jpeg(x, sev, rng, P=_P):
     """PIL (libjpeg) encode + decode at the reference's quality, image by image on the host: bit-exact."""
     from io import BytesIO
 
     from PIL import Image
 
-    q = _P["jpeg_compression"][sev - 1]
+    q = P["jpeg_compression"][sev - 1]
     out = []
     for img in x.to(torch.uint8).cpu().numpy():
         buf = BytesIO()
@@ -751,8 +836,8 @@ def _jpeg(x, sev, rng):
     return torch.as_tensor(np.stack(out), device=x.device).to(x.dtype)
 
 
-def _spatter(x, sev, rng):
-    c = _P["spatter"][sev - 1]
+def _spatter(x, sev, rng, P=_P):
+    c = P["spatter"][sev - 1]
     n, h, w, _ = x.shape
     x = x / 255.0
     liquid = rng.normal((h, w), loc=c[0], scale=c[1]).to(torch.float64)
@@ -785,6 +870,132 @@ def _spatter(x, sev, rng):
     return (x * (1 - m) + color * m).clamp(0, 1) * 255
 
 
+# --------------------------------------------------------------------------------------------------------------
+# CIFAR-10-C variants (make_cifar_c.py) where the algorithm, not just the parameters, differs.  P is _P_CIFAR10.
+# --------------------------------------------------------------------------------------------------------------
+def _snow_cifar(x, sev, rng, P=_P_CIFAR10):
+    c = P["snow"][sev - 1]
+    _, h, w, _ = x.shape
+    x = x / 255.0
+    layer = rng.normal((h, w), loc=c[0], scale=c[1])
+    layer = _clipped_zoom(layer, c[2], crop="center")  # make_cifar_c trims the zoomed layer to the image
+    layer = torch.where(layer < c[3], torch.zeros_like(layer), layer)
+    layer = torch.trunc(layer.clamp(0, 1) * 255)  # PIL 'L' image from (clip * 255).astype(uint8)
+    layer = _motion_blur(layer, c[4], c[5], rng.uniform_scalar(-135, -45))
+    layer = (torch.round(layer).clamp(0, 255) / 255.0).unsqueeze(-1)  # the blurred layer comes back as 8-bit
+    gray = (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]).unsqueeze(-1)  # cv2 RGB2GRAY
+    x = c[6] * x + (1 - c[6]) * torch.maximum(x, gray * 1.5 + 0.5)
+    return (x + layer + torch.flip(layer, dims=(1, 2))).clamp(0, 1) * 255
+
+
+_frost_cifar_cache: dict = {}
+
+
+def _frost_textures_cifar(h: int, w: int, device) -> list[torch.Tensor]:
+    """make_cifar_c's frost textures: cv2.resize(fx=fy=0.2) (INTER_LINEAR), RGB, on device (scale grows with
+    images above 32 px so that a crop always fits; see reference.cifar10_frost_scale)."""
+    from .reference import cifar10_frost_scale
+
+    key = (h, w, str(device))
+    if key not in _frost_cifar_cache:
+        import cv2
+
+        s = cifar10_frost_scale(h, w)
+        _frost_cifar_cache[key] = [
+            torch.from_numpy(cv2.resize(fr, (0, 0), fx=s, fy=s)[..., ::-1].copy()).to(device) for fr in _frost_raw()]
+    return _frost_cifar_cache[key]
+
+
+def _frost_cifar(x, sev, rng, P=_P_CIFAR10):
+    c = P["frost"][sev - 1]
+    _, h, w, _ = x.shape
+    texs = _frost_textures_cifar(h, w, x.device)
+    idx = rng.randint(0, 5)  # the source draws np.random.randint(5): the sixth texture is never used
+    y0 = rng.randint(0, np.array([texs[i].shape[0] - h for i in idx]))
+    x0 = rng.randint(0, np.array([texs[i].shape[1] - w for i in idx]))
+    crops = torch.stack([texs[i][a:a + h, b:b + w] for i, a, b in zip(idx, y0, x0)]).to(torch.float64)
+    return (c[0] * x.to(torch.float64) + c[1] * crops).clamp(0, 255)
+
+
+def _cv2_inverse_affine(m: np.ndarray) -> np.ndarray:
+    """The inverse map cv2.warpAffine samples with (its own formula, float64), (2, 3)."""
+    m = np.asarray(m, dtype=np.float64).reshape(-1).copy()
+    d = m[0] * m[4] - m[1] * m[3]
+    d = 1.0 / d if d != 0 else 0.0
+    a11, a22 = m[4] * d, m[0] * d
+    m[0], m[1], m[3], m[4] = a11, -m[1] * d, -m[3] * d, a22
+    m[2], m[5] = -m[0] * m[2] - m[1] * m[5], -m[3] * m[2] - m[4] * m[5]
+    return m.reshape(2, 3)
+
+
+def _reflect101(i: torch.Tensor, n: int) -> torch.Tensor:
+    if n == 1:
+        return torch.zeros_like(i)
+    p = 2 * n - 2
+    i = i.abs() % p
+    return torch.where(i >= n, p - i, i)
+
+
+def _warp_affine_reflect101(x: torch.Tensor, minv: np.ndarray) -> torch.Tensor:
+    """cv2.warpAffine(INTER_LINEAR, BORDER_REFLECT_101) of NHWC ``x`` with per-image inverse maps (N, 2, 3).
+
+    OpenCV 5 interpolates at float coordinates (no 1/32 px fixed point): matches to ~1e-3 grey levels."""
+    n, h, w, _ = x.shape
+    dev = x.device
+    m = torch.as_tensor(minv, dtype=torch.float64, device=dev).view(n, 2, 3, 1, 1)
+    yy = torch.arange(h, device=dev, dtype=torch.float64).view(1, h, 1)
+    xx = torch.arange(w, device=dev, dtype=torch.float64).view(1, 1, w)
+    sx = m[:, 0, 0] * xx + m[:, 0, 1] * yy + m[:, 0, 2]
+    sy = m[:, 1, 0] * xx + m[:, 1, 1] * yy + m[:, 1, 2]
+    x0, y0 = torch.floor(sx), torch.floor(sy)
+    fx = (sx - x0).to(x.dtype).unsqueeze(-1)
+    fy = (sy - y0).to(x.dtype).unsqueeze(-1)
+    x0, y0 = x0.long(), y0.long()
+    xa, xb = _reflect101(x0, w), _reflect101(x0 + 1, w)
+    ya, yb = _reflect101(y0, h), _reflect101(y0 + 1, h)
+    nidx = torch.arange(n, device=dev).view(n, 1, 1)
+    return (x[nidx, ya, xa] * ((1 - fx) * (1 - fy)) + x[nidx, ya, xb] * (fx * (1 - fy))
+            + x[nidx, yb, xa] * ((1 - fx) * fy) + x[nidx, yb, xb] * (fx * fy))
+
+
+def _elastic_cifar(x, sev, rng, P=_P_CIFAR10):
+    import cv2
+
+    fa, fs, fj = P["elastic_transform"][sev - 1]
+    _, h, w, _ = x.shape
+    size = min(h, w)  # the source's IMSIZE (32)
+    alpha, sigma, jitter = size * fa, size * fs, size * fj
+    x = x / 255.0
+    center = np.float32([h, w]) // 2
+    sq = min(h, w) // 3
+    pts1 = np.float32([center + sq, [center[0] + sq, center[1] - sq], center - sq])
+    jit = rng.uniform((3, 2), -jitter, jitter).cpu().numpy().astype(np.float32)
+    minv = np.stack([_cv2_inverse_affine(cv2.getAffineTransform(pts1, pts1 + j)) for j in jit])
+    x = _warp_affine_reflect101(x, minv)
+    dxy = []
+    for _ in range(2):
+        f = rng.uniform((h, w), -1.0, 1.0).to(torch.float64)
+        dxy.append((_gaussian_maps(f, sigma, sigma, "symmetric", truncate=3) * alpha).to(torch.float32))
+    dx, dy = dxy
+    dev = x.device
+    yy = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1) + dy
+    xx = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, w) + dx
+    return _bilinear_symmetric(x, yy, xx).clamp(0, 1) * 255
+
+
+def _pixelate_cifar(x, sev, rng, P=_P_CIFAR10):
+    """Pillow BOX down to int(size * c), then BOX back up (make_cifar_c), bit-exact fixed point."""
+    c = P["pixelate"][sev - 1]
+    _, h, w, _ = x.shape
+    ow, oh = int(w * c), int(h * c)
+    t = x.to(torch.float64)
+    t = _fixed_point_pass(t, _pil_box_matrix(w, ow), axis=2)
+    t = _fixed_point_pass(t, _pil_box_matrix(h, oh), axis=1)
+    t = _fixed_point_pass(t, _pil_box_matrix(ow, w), axis=2)
+    t = _fixed_point_pass(t, _pil_box_matrix(oh, h), axis=1)
+    return t.to(x.dtype)
+
+
 _FUNCS = {
     "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
     "defocus_blur": _defocus_blur, "glass_blur": _glass_blur, "motion_blur": _motion_blur_c,
@@ -794,6 +1005,13 @@ _FUNCS = {
     "spatter": _spatter, "saturate": _saturate,
 }
 assert set(_FUNCS) == set(ALL)
+_FUNCS_CIFAR10 = {
+    **_FUNCS, "zoom_blur": partial(_zoom_blur, crop="center"), "snow": _snow_cifar, "frost": _frost_cifar,
+    "fog": partial(_fog, map_dtype=torch.float64), "elastic_transform": _elastic_cifar, "pixelate": _pixelate_cifar,
+}
+assert set(_FUNCS_CIFAR10) == set(ALL) and set(CIFAR10_DIFFERENT_ALGORITHM) == {
+    k for k in ALL if _FUNCS_CIFAR10[k] is not _FUNCS[k]}
+_FUNCS_BY_TABLE = {"imagenet": _FUNCS, "cifar10": _FUNCS_CIFAR10}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -804,14 +1022,16 @@ assert set(_FUNCS) == set(ALL)
 CPU_REFERENCE_PATH = frozenset({"pixelate", "jpeg_compression", "defocus_blur"})
 
 
-def corrupt_batch(images, name: str, severity: int, seeds, device=None, *, compute_dtype=torch.float32,
-                  draws=None):
+def corrupt_batch(images, name: str, severity: int, seeds, device=None, *, params: str = "imagenet",
+                  compute_dtype=torch.float32, draws=None):
     """Corrupt a batch of uint8 NHWC images with ImageNet-C corruption ``name`` at ``severity`` (1..5).
 
     images: ``np.ndarray`` or ``torch.Tensor``, uint8, shape (N, H, W, 3) (or (N, H, W, 1) / (N, H, W), which
     are expanded to 3 channels exactly as the reference does); H, W >= 32.
     seeds: one integer seed per image; image ``i``'s randomness comes only from ``seeds[i]``.
     device: where to compute; default: the tensor's device (numpy input: CPU).
+    params: per-severity parameter table, "imagenet" (ImageNet-C, default) or "cifar10" (CIFAR-10-C, for 32 px
+    images; also switches the six corruptions of ``CIFAR10_DIFFERENT_ALGORITHM`` to make_cifar_c.py's algorithm).
     Returns the same type as ``images``: a numpy array, or a tensor on the compute device; uint8 (N, H, W, 3).
 
     ``compute_dtype`` (float32 by default; float64 matches the reference's arithmetic more closely) and ``draws``
@@ -819,6 +1039,7 @@ def corrupt_batch(images, name: str, severity: int, seeds, device=None, *, compu
     """
     if name not in _FUNCS:
         raise ValueError(f"unknown corruption {name!r}; expected one of {available()}")
+    table = param_table(params)
     severity = int(severity)
     if severity not in (1, 2, 3, 4, 5):
         raise ValueError("severity must be an integer in [1, 5]")
@@ -846,13 +1067,17 @@ def corrupt_batch(images, name: str, severity: int, seeds, device=None, *, compu
         # per-image PIL codecs: on a CPU the reference code path is faster and bit-identical (deterministic)
         from .reference import corrupt_batch as reference_batch
 
-        out_np = reference_batch(t.contiguous().numpy(), name, severity, seeds)
+        out_np = reference_batch(t.contiguous().numpy(), name, severity, seeds, params=params)
         return out_np if is_np else torch.from_numpy(out_np)
+    if dev.type == "cpu" and name == "impulse_noise" and draws is None and compute_dtype == torch.float32:
+        # uint8 in, uint8 out: same draws and output as the float path, without its float round trip
+        out = _impulse_noise_uint8(t.contiguous(), severity, TorchDraws(seeds, dev, compute_dtype), table)
+        return out.numpy() if is_np else out
     x = t.to(dev).to(compute_dtype)
     rng = draws if draws is not None else TorchDraws(seeds, dev, compute_dtype)
     rng.glass_seeds = seeds
     with torch.no_grad():
-        y = _FUNCS[name](x, severity, rng)
+        y = _FUNCS_BY_TABLE[params][name](x, severity, rng, table)
         y = torch.nan_to_num(y, nan=0.0).clamp(0, 255)
         out = y.to(torch.uint8)  # truncation toward zero, like np.uint8 of a non-negative float
     return out.cpu().numpy() if is_np else out

@@ -119,19 +119,29 @@ def _digit_alpha(rng: np.random.Generator, digit: np.ndarray, size: int) -> tupl
     return alpha, y, x
 
 
-def _compose(rng: np.random.Generator, digit: np.ndarray, size: int) -> np.ndarray:
+def _layers(rng: np.random.Generator, digit: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one image's layers: background (size,size,3), digit coverage (size,size) and stroke colour (3,)."""
     bg = _background_crop(rng, size)
     alpha, y, x = _digit_alpha(rng, digit, size)
     s = alpha.shape[0]
-    region = bg[y:y + s, x:x + s]
-    lum = float(region.mean())
+    lum = float(bg[y:y + s, x:x + s].mean())
     # stroke colour: random hue, lightness pushed away from the local background so the digit stays visible
     base = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
     target = rng.uniform(0.0, 0.25) if lum > 0.5 else rng.uniform(0.75, 1.0)
-    colour = np.clip(base * 0.35 + target * 0.65 + (target - base.mean()) * 0.35, 0, 1)
-    a = alpha[..., None] * float(rng.uniform(0.8, 1.0))
-    bg[y:y + s, x:x + s] = region * (1 - a) + colour * a
-    return np.clip(np.round(bg * 255), 0, 255).astype(np.uint8)
+    colour = np.clip(base * 0.35 + target * 0.65 + (target - base.mean()) * 0.35, 0, 1).astype(np.float32)
+    cover = np.zeros((size, size), np.float32)
+    cover[y:y + s, x:x + s] = alpha * float(rng.uniform(0.8, 1.0))
+    return bg, cover, colour
+
+
+def composite(bg: np.ndarray, cover: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Alpha-composite a digit (coverage + colour) over a background; float [0,1] in, uint8 out."""
+    a = cover[..., None]
+    return np.clip(np.round((bg * (1 - a) + colour * a) * 255), 0, 255).astype(np.uint8)
+
+
+def _compose(rng: np.random.Generator, digit: np.ndarray, size: int) -> np.ndarray:
+    return composite(*_layers(rng, digit, size))
 
 
 def build_split(split: str, n: int | None = None, seed: int = 0, size: int = IMAGE_SIZE) -> Split:
@@ -149,6 +159,30 @@ def build_split(split: str, n: int | None = None, seed: int = 0, size: int = IMA
     order = np.concatenate([rng.permutation(pool) for _ in range(n // len(pool) + 1)])[:n]
     images = np.stack([_compose(rng, digits[i], size) for i in order])
     return Split(images=images, labels=target[order].copy(), digit_ids=order.astype(np.int64))
+
+
+def build_layers(split: str, n: int | None = None, seed: int = 0, size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
+    """The same draws as :func:`build_split`, kept as layers: ``cover`` (N,H,W) float digit coverage, ``colour``
+    (N,3) stroke colour, ``labels``. ``composite(bg, cover[i], colour[i])`` re-renders image ``i`` over any
+    background. Zoo pretraining uses it for background-swap augmentation (the renderer's exact mask stands in for
+    the saliency masks such augmentations use on real photos); labels are never used there."""
+    n = DEFAULT_SIZES[split] if n is None else n
+    digits, target = _digits()
+    pool = digit_pools(seed)[split]
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1, size])
+    order = np.concatenate([rng.permutation(pool) for _ in range(n // len(pool) + 1)])[:n]
+    covers, colours = [], []
+    for i in order:
+        _, cover, colour = _layers(rng, digits[i], size)
+        covers.append(cover)
+        colours.append(colour)
+    return {"cover": np.stack(covers), "colour": np.stack(colours), "labels": target[order].copy()}
+
+
+def background_bank(n: int, seed: int = 0, size: int = IMAGE_SIZE) -> np.ndarray:
+    """``n`` background crops (N,H,W,3) float32 in [0,1] drawn like the dataset's, from their own seeded stream."""
+    rng = np.random.default_rng([seed, 3, size])
+    return np.stack([_background_crop(rng, size) for _ in range(n)])
 
 
 def provenance() -> dict:

@@ -215,11 +215,40 @@ def _param_groups(model: nn.Module):
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _views(x: torch.Tensor, recipe: dict, gen: torch.Generator) -> list[torch.Tensor]:
+class Layers:
+    """Digit coverage/colour of the train images plus a bank of background crops, at the encoders' input size."""
+
+    def __init__(self, layers: dict, bank: np.ndarray, size: int):
+        self.cover = to_input_size(torch.from_numpy(layers["cover"]).unsqueeze(1), size)
+        self.colour = torch.from_numpy(layers["colour"]).view(-1, 3, 1, 1)
+        self.bank = to_input_size(torch.from_numpy(bank).permute(0, 3, 1, 2).contiguous(), size)
+
+    def swap(self, x: torch.Tensor, idx: torch.Tensor, p: float, gen: torch.Generator,
+             recolour_p: float = 0.0) -> torch.Tensor:
+        """Background-swap augmentation: with probability ``p`` re-render each image over a random bank crop;
+        with probability ``recolour_p`` (of the swapped ones) the digit also gets a new random colour."""
+        b = len(idx)
+        j = torch.randint(len(self.bank), (b,), generator=gen)
+        on = (torch.rand(b, generator=gen) < p).float().view(b, 1, 1, 1)
+        new_col = torch.rand(b, 3, 1, 1, generator=gen)
+        rec = (torch.rand(b, generator=gen) < recolour_p).float().view(b, 1, 1, 1)
+        colour = rec * new_col + (1 - rec) * self.colour[idx]
+        a = self.cover[idx]
+        swapped = self.bank[j] * (1 - a) + colour * a
+        return on * swapped + (1 - on) * x
+
+
+def _views(x: torch.Tensor, recipe: dict, gen: torch.Generator, layers: "Layers | None" = None,
+           idx: torch.Tensor | None = None) -> list[torch.Tensor]:
     out = []
     for spec in recipe["views"]:
         for _ in range(spec.get("n", 1)):
-            out.append(apply_view(x, spec, gen))
+            src = x
+            if spec.get("bg_swap_p", 0.0):
+                if layers is None:
+                    raise ValueError("bg_swap_p needs the dataset's layers (train_method(layers=...))")
+                src = layers.swap(x, idx, spec["bg_swap_p"], gen, spec.get("recolour_p", 0.0))
+            out.append(apply_view(src, spec, gen))
     return out
 
 
@@ -230,10 +259,11 @@ def to_input_size(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([resize(x[i:i + 1000], size) for i in range(0, len(x), 1000)])
 
 
-def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | None = None, log=print):
+def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | None = None, log=print,
+                 layers: "Layers | None" = None, recipe: dict | None = None):
     """Train one method; returns (encoder module, state dict to save, stats)."""
     cfg = {**CONFIGS[method], **(cfg or {})}
-    recipe = RECIPES[method]
+    recipe = recipe or RECIPES[method]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng([seed, 11])
@@ -294,9 +324,9 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
             if isinstance(wd, list):
                 opt.param_groups[0]["weight_decay"] = cosine(wd[0], wd[1], step, total)
             if method == "mae":
-                loss = model.mae_loss(_views(x, recipe, gen)[0], cfg["mask_ratio"], gen)
+                loss = model.mae_loss(_views(x, recipe, gen, layers, idx)[0], cfg["mask_ratio"], gen)
             elif method == "dino":
-                crops = _views(x, recipe, gen)
+                crops = _views(x, recipe, gen, layers, idx)
                 with torch.no_grad():
                     t_out = teacher(crops[:2])
                 s_out = student(crops)
@@ -316,7 +346,7 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
                     center = center * cfg["center_momentum"] + t_out.mean(0, keepdim=True) * (
                         1 - cfg["center_momentum"])
             else:
-                v1, v2 = _views(x, recipe, gen)
+                v1, v2 = _views(x, recipe, gen, layers, idx)
                 z = model["projector"](model["online"](torch.cat([v1, v2])))
                 p = model["predictor"](z)
                 with torch.no_grad():

@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="jerc-eval-theory", metavar="DIR")
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--fast", action="store_true", help="a tiny sweep (seconds)")
+    from .zoo.lab import __doc__ as lab_doc
+    from .zoo.lab import add_arguments as add_lab_arguments
+
+    lb = sub.add_parser("lab", help="pretraining lab: the zoo methods pretrained on corrupted data, the paper's "
+                        "Table 1 protocol with intervals (lab.json + lab.md)", description=lab_doc,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_lab_arguments(lb)
     return parser
 
 
@@ -165,6 +172,10 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         rows = compare(args.rest)
         return 0 if all(r.get("passed", True) and r.get("replay_passed", True) for r in rows) else 1
+    if args.command == "lab":
+        from .zoo.lab import run_from_args
+
+        return run_from_args(args)
     if args.command == "gate":
         from .gate import gate_main
 

@@ -195,8 +195,15 @@ class ResultsView(dict):
         """``({corruption: {severity: error}}, clean_error)`` for the mCE functions of :mod:`jerc_eval.metrics`."""
         return m.errors_from_rows(self["rows"], self._encoder(encoder))
 
+    def _no_mce_mixing(self, baseline: "ResultsView | None") -> None:
+        reason = mce_mixing(self, baseline)
+        if reason:
+            raise UsageError(reason)
+
     def mce(self, encoder: str, baseline: "ResultsView | None" = None, baseline_encoder: str | None = None) -> float:
-        """mCE in percent vs AlexNet (only meaningful on ImageNet-C itself) or vs a baseline results document."""
+        """mCE in percent vs AlexNet (only meaningful on ImageNet-C itself) or vs a baseline results document.
+        Refused (UsageError) when it would mix suites, backends or parameter tables (:func:`mce_mixing`)."""
+        self._no_mce_mixing(baseline)
         errs, _ = self.errors(encoder)
         base = None if baseline is None else baseline.errors(baseline_encoder or encoder)[0]
         return m.mce(errs, base)
@@ -204,6 +211,7 @@ class ResultsView(dict):
     def relative_mce(self, encoder: str, baseline: "ResultsView | None" = None,
                      baseline_encoder: str | None = None) -> float:
         """Relative mCE in percent vs AlexNet (only meaningful on ImageNet-C itself) or vs a baseline document."""
+        self._no_mce_mixing(baseline)
         errs, clean = self.errors(encoder)
         if clean is None:
             raise _unknown("clean row for encoder", encoder, [])
@@ -417,6 +425,42 @@ def _check_policy_names(policy: Policy, view: ResultsView) -> list[str]:
     return list(policy.encoders)
 
 
+_PARAMS_RE = re.compile(r"(?:^|;)\s*params=([^;\s]+)")
+# suites without a params= suffix whose table is known: imagenet-c written before the table was recorded (ImageNet's
+# was the only one), and the released sets read by the prerendered suites
+_IMPLIED_TABLE = {"imagenet-c": "imagenet", "imagenet-c-folder": "imagenet", "cifar10-c": "cifar10"}
+
+
+def param_table(doc: dict) -> str | None:
+    """The corruption parameter table a results document was computed with (``"imagenet"`` | ``"cifar10"``), read
+    from the ``; params=...`` suffix of ``suite.backend_version``.  Without the suffix: ``"imagenet"`` for an
+    ``imagenet-c`` document written before the table was recorded (ImageNet's was the only one) and for the
+    released ImageNet-C (``imagenet-c-folder``), ``"cifar10"`` for the released CIFAR-10-C (``cifar10-c``), None for
+    other (plugin) suites."""
+    suite = doc.get("suite") or {}
+    found = _PARAMS_RE.search(str(suite.get("backend_version") or ""))
+    if found:
+        return found.group(1)
+    return _IMPLIED_TABLE.get(str(suite.get("name")))
+
+
+def _suite_mismatch(view: dict, base: dict) -> str | None:
+    """A one-line reason why results and baseline corruptions are not the same thing, or None.  Suite name and
+    parameter table must match (the backend is compared by the callers: a warning for per-cell regression, an
+    error for mCE)."""
+    s, b = view.get("suite") or {}, base.get("suite") or {}
+    if s.get("name") and b.get("name") and s["name"] != b["name"]:
+        return (f"results used corruption suite {s['name']!r} but the baseline used {b['name']!r}: cells of "
+                f"different suites are different images; rerun with --suite {b['name']} or regenerate the baseline "
+                f"with --suite {s['name']}")
+    t, bt = param_table(view), param_table(base)
+    if t and bt and t != bt:
+        return (f"results used the {t!r} corruption parameter table (suite.backend_version params={t}) but the "
+                f"baseline used {bt!r} (params={bt}): severities of different tables are different corruption "
+                f"strengths; rerun with -S params {bt} or regenerate the baseline with -S params {t}")
+    return None
+
+
 def _fingerprint_guard(view: ResultsView, base: ResultsView, warnings: list[str]) -> None:
     d, b = view.get("dataset") or {}, base.get("dataset") or {}
     fp, bfp = d.get("fingerprint"), b.get("fingerprint")
@@ -426,10 +470,41 @@ def _fingerprint_guard(view: ResultsView, base: ResultsView, warnings: list[str]
                          f"datasets are meaningless; regenerate the baseline on the same dataset")
     if not (fp and bfp):
         warnings.append("a dataset fingerprint is missing: cannot confirm that results and baseline share a dataset")
-    for part, key in (("suite", "backend"), ("probe", "name")):
-        x, y = (view.get(part) or {}).get(key), (base.get(part) or {}).get(key)
-        if x and y and x != y:
-            warnings.append(f"results and baseline differ in {part} {key} ({x!r} vs {y!r}): numbers may not compare")
+    reason = _suite_mismatch(view, base)
+    if reason:
+        raise UsageError(reason)
+    x, y = (view.get("suite") or {}).get("backend"), (base.get("suite") or {}).get("backend")
+    if x and y and x != y:
+        warnings.append(f"results and baseline differ in suite backend ({x!r} vs {y!r}): same corruptions, different "
+                        f"random draws, so per-cell regressions compare only within their intervals and max_mce "
+                        f"cannot use this baseline; rerun with --backend {y} for a like-for-like comparison")
+    x, y = (view.get("probe") or {}).get("name"), (base.get("probe") or {}).get("name")
+    if x and y and x != y:
+        warnings.append(f"results and baseline differ in probe name ({x!r} vs {y!r}): numbers may not compare")
+
+
+def mce_mixing(view: dict, base: dict | None = None) -> str | None:
+    """Why an mCE of ``view`` against ``base`` (None: AlexNet) would mix backends or parameter tables, or None.
+
+    CE_c divides this run's errors by the normalizer's, with no interval to absorb a systematic difference, so
+    numerator and denominator must come from the same suite, backend and table.  AlexNet's published errors are
+    ImageNet-C's: they normalise only the ``imagenet`` table."""
+    t = param_table(view)
+    if base is None:
+        if t is not None and t != "imagenet":
+            return (f"AlexNet's published errors are ImageNet-C's (params=imagenet) but these results used the {t!r} "
+                    f"table (params={t}): mCE would mix tables; pass --baseline with a previous release evaluated "
+                    f"with the same table")
+        return None
+    s, b = view.get("suite") or {}, base.get("suite") or {}
+    reason = _suite_mismatch(view, base)
+    if reason:
+        return f"mCE against the baseline would mix corruptions: {reason}"
+    if s.get("backend") and b.get("backend") and s["backend"] != b["backend"]:
+        return (f"mCE against the baseline would mix backends: results used backend {s['backend']!r}, the baseline "
+                f"{b['backend']!r}; rerun with --backend {b['backend']} or regenerate the baseline with "
+                f"--backend {s['backend']}")
+    return None
 
 
 def _mce_checks(view: ResultsView, enc: str, policy: Policy, base: ResultsView | None,
@@ -444,6 +519,9 @@ def _mce_checks(view: ResultsView, enc: str, policy: Policy, base: ResultsView |
         raise UsageError(f"{policy.source}: max_mce needs all 15 common ImageNet-C corruptions at severities 1-5, "
                          f"but encoder {enc!r} lacks {_short(missing)}; run the full default suite "
                          f"(`jerc-eval run` without -c/-s) or remove max_mce")
+    mixing = mce_mixing(view, base)
+    if mixing:
+        raise UsageError(f"{policy.source}: max_mce: {mixing}")
     if base is None:
         value, rel = m.mce(errs), (m.relative_mce(errs, clean) if clean is not None else None)
         target, versus = "vs AlexNet", "AlexNet"
@@ -502,7 +580,8 @@ def evaluate_gate(results: dict, policy: Policy, baseline: dict | None = None) -
     """Apply ``policy`` to a results document (and a baseline document for max_regression / max_mce).
 
     Raises UsageError for a policy that cannot apply (unknown encoder/corruption/family names, max_mce without
-    the complete ImageNet-C suite, max_regression without a baseline, a baseline on another dataset).
+    the complete ImageNet-C suite, max_regression without a baseline, a baseline on another dataset, suite or
+    corruption parameter table, max_mce that would mix backends or tables).
     """
     view = results if isinstance(results, ResultsView) else ResultsView(results, "results")
     base = None

@@ -1,4 +1,5 @@
 """The release gate: policy parsing, checks, exit codes, JUnit/markdown, baselines, and the pytest plugin."""
+import io
 import json
 import xml.etree.ElementTree as ET
 
@@ -330,3 +331,110 @@ def test_cli_maps_gate_exit_codes(tmp_path, capsys):
     assert main(["gate", res, "--set", "max_drop", "1"]) == 1
     assert main(["gate", res, "--set", "max_dorp", "1"]) == 2
     assert "Did you mean: max_drop?" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ suite, backend, table
+def _with_suite(doc, backend="reference", params=None, version=None):
+    """Set the suite backend and the parameter table (the ``; params=`` suffix of suite.backend_version)."""
+    base = version or ("jerc-eval-fast==1.0.0" if backend == "fast" else "imagecorruptions-imaug==1.1.5")
+    doc["suite"]["backend"] = backend
+    doc["suite"]["backend_version"] = base if params is None else f"{base}; params={params}"
+    for r in doc["rows"]:
+        r["backend"] = backend
+    return doc
+
+
+def test_param_table_is_read_from_backend_version():
+    from jerc_eval.gate import param_table
+
+    assert param_table(_with_suite(make_results(), "fast", "cifar10")) == "cifar10"
+    assert param_table(_with_suite(make_results(), "reference", "cifar10",
+                                   "imagecorruptions-imaug==1.1.5+make_cifar_c-port==1.0.0")) == "cifar10"
+    assert param_table(_with_suite(make_results(), "reference", "imagenet")) == "imagenet"
+    assert param_table(make_results()) == "imagenet"  # imagenet-c written before the table was recorded
+    prerendered = make_results(suite="cifar10-c")  # the released CIFAR-10-C: made with the cifar10 table
+    prerendered["suite"].update(backend="prerendered", backend_version="files:/data/CIFAR-10-C")
+    assert param_table(prerendered) == "cifar10"
+    with pytest.raises(UsageError, match="mix tables"):  # so AlexNet never normalises it either
+        ResultsView(prerendered).mce("dino")
+    plugin_suite = make_results()
+    plugin_suite["suite"]["name"] = "my-suite"
+    assert param_table(plugin_suite) is None
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_baseline_with_another_parameter_table_is_refused(tmp_path, backend):
+    res = write(tmp_path / "r.json", _with_suite(make_results(), backend, "cifar10"))
+    base = write(tmp_path / "b.json", _with_suite(make_results(), backend, "imagenet"))
+    with pytest.raises(UsageError) as err:
+        gate_main(res, baseline_path=base, overrides={"max_regression": 1})
+    msg = str(err.value)
+    assert "\n" not in msg and "'cifar10'" in msg and "'imagenet'" in msg
+    assert "-S params imagenet" in msg and "-S params cifar10" in msg  # the fix, both ways
+    # an older imagenet-c baseline (no params= suffix) used the ImageNet table: also refused against cifar10
+    old = write(tmp_path / "old.json", make_results())
+    with pytest.raises(UsageError, match="parameter table"):
+        gate_main(res, baseline_path=old, overrides={"max_drop": 90})  # refused even when no rule uses it
+    # same table: compared as before
+    same = write(tmp_path / "s.json", _with_suite(make_results(), backend, "cifar10"))
+    assert gate_main(res, baseline_path=same, overrides={"max_regression": 0}, out=io.StringIO()) == 0
+
+
+def test_parameter_table_mismatch_is_exit_2_on_the_cli(tmp_path, capsys):
+    from jerc_eval.cli import main
+
+    res = write(tmp_path / "r.json", _with_suite(make_results(), "fast", "cifar10"))
+    base = write(tmp_path / "b.json", _with_suite(make_results(), "fast", "imagenet"))
+    assert main(["gate", res, "--baseline", base]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and "params=cifar10" in err and "params=imagenet" in err
+
+
+def test_baseline_with_another_suite_is_refused(tmp_path):
+    res = write(tmp_path / "r.json", make_results())
+    base = write(tmp_path / "b.json", make_results(suite="cifar10-c"))
+    with pytest.raises(UsageError, match=r"suite 'imagenet-c' but the baseline used 'cifar10-c'.*--suite"):
+        gate_main(res, baseline_path=base, overrides={"max_regression": 1})
+
+
+def test_backend_mismatch_warns_for_regression_and_refuses_mce():
+    fast_doc = _with_suite(_full(0.6), "fast", "imagenet")
+    ref_base = _with_suite(_full(0.8), "reference", "imagenet")
+    report = evaluate_gate(fast_doc, Policy(max_regression=100), ref_base)
+    assert report.passed
+    (warning,) = [w for w in report.warnings if "backend" in w]
+    assert "'fast' vs 'reference'" in warning and "--backend reference" in warning
+    with pytest.raises(UsageError, match=r"mix backends.*'fast'.*'reference'.*--backend reference"):
+        evaluate_gate(fast_doc, Policy(max_mce=100), ref_base)
+    with pytest.raises(UsageError, match="mix backends"):
+        ResultsView(fast_doc).mce("dino", ResultsView(ref_base))
+    with pytest.raises(UsageError, match="mix backends"):
+        ResultsView(fast_doc).relative_mce("dino", ResultsView(ref_base))
+    # same backend and table: mCE against the baseline as before (0.6 / 0.8 of its errors -> 75)
+    fast_base = _with_suite(_full(0.8), "fast", "imagenet")
+    (check,) = evaluate_gate(fast_doc, Policy(max_mce=76), fast_base).checks
+    assert check.passed and check.measured == pytest.approx(75, abs=0.2)
+    assert ResultsView(fast_doc).mce("dino", ResultsView(fast_base)) == pytest.approx(75, abs=0.2)
+
+
+def test_mce_never_mixes_parameter_tables():
+    cifar = _with_suite(_full(0.6), "reference", "cifar10", "imagecorruptions-imaug==1.1.5+make_cifar_c-port==1.0.0")
+    # AlexNet's errors are ImageNet-C's: they never normalise the cifar10 table
+    with pytest.raises(UsageError, match=r"AlexNet.*params=imagenet.*'cifar10'.*--baseline"):
+        evaluate_gate(cifar, Policy(max_mce=1000))
+    with pytest.raises(UsageError, match="mix tables"):
+        ResultsView(cifar).mce("dino")
+    with pytest.raises(UsageError, match="mix tables"):
+        ResultsView(cifar).relative_mce("dino")
+    # nor a baseline of the other table (refused by the baseline guard and by the accessor)
+    inet = _with_suite(_full(0.8), "reference", "imagenet")
+    with pytest.raises(UsageError, match="parameter table"):
+        evaluate_gate(cifar, Policy(max_mce=1000), inet)
+    with pytest.raises(UsageError, match="parameter table"):
+        ResultsView(cifar).mce("dino", ResultsView(inet))
+    # a cifar10 baseline normalises a cifar10 run
+    base = _with_suite(_full(0.8), "reference", "cifar10", "imagecorruptions-imaug==1.1.5+make_cifar_c-port==1.0.0")
+    (check,) = evaluate_gate(cifar, Policy(max_mce=76), base).checks
+    assert check.passed and check.target == "vs baseline" and check.measured == pytest.approx(75, abs=0.2)
+    # the imagenet table against AlexNet: as before
+    assert evaluate_gate(_with_suite(_full(0.6), "fast", "imagenet"), Policy(max_mce=61)).passed

@@ -58,3 +58,14 @@ def tiny_npz(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
     np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (the CPU is shared; avoids OpenMP oversubscription), restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

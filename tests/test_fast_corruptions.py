@@ -28,13 +28,7 @@ NOT_MONOTONE = {
 NOISY_PSNR = {"frost", "fog", "motion_blur", "snow", "spatter"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # the CPU is shared; one intra-op thread avoids OpenMP oversubscription (restored afterwards)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from jerc_eval.corruptions import fast, reference
 from jerc_eval.corruptions.fidelity import (
@@ -25,12 +24,7 @@ from jerc_eval.seeding import image_seeds
 NAMES = ["gaussian_blur", "defocus_blur", "gaussian_noise", "zoom_blur", "frost", "elastic_transform"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,7 @@ class LabConfig:
     probe_train: int | None = None
     test_subset: int | None = None
     inject_p: float = DEFAULT_INJECT_P
+    init: str = "zoo"
     threads: int = 1
     floors: bool = True
     out: str = DEFAULT_OUT
@@ -99,6 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inject-p", type=float, default=DEFAULT_INJECT_P, metavar="P",
                    help=f"probability that a view gets the corruption injected at severity {INJECT_SEVERITY} "
                         "(0 = no inject arm; default %(default)s)")
+    p.add_argument("--init", choices=("zoo", "random"), default="zoo",
+                   help="start every pretraining from the shipped zoo checkpoint of its method (continued "
+                        "pretraining on the corrupted data; the default, CPU-feasible) or from random weights")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: reproducible anywhere)")
     p.add_argument("--no-floors", dest="floors", action="store_false",
                    help="skip the random-init floors (one probe per architecture and cell)")
@@ -171,7 +175,7 @@ def config_from_args(args: argparse.Namespace) -> LabConfig:
                     epochs=args.epochs, train_subset=_size(args.train_subset, "--train-subset", DEFAULT_SIZES["train"]),
                     probe_train=_size(args.probe_train, "--probe-train", DEFAULT_SIZES["train"]),
                     test_subset=_size(args.test_subset, "--test-subset", DEFAULT_SIZES["test"]),
-                    inject_p=args.inject_p, threads=args.threads, floors=args.floors, out=args.out,
+                    inject_p=args.inject_p, init=args.init, threads=args.threads, floors=args.floors, out=args.out,
                     quiet=args.quiet)
     if cfg.seeds < 1:
         raise UsageError(f"--seeds {cfg.seeds}: need at least 1 training seed (2 or more for intervals over seeds)")
@@ -210,7 +214,7 @@ def command_line(cfg: LabConfig) -> str:
              f"--seeds {cfg.seeds}", f"--seed {cfg.seed}", f"--epochs {cfg.epochs}",
              f"--train-subset {cfg.train_subset or 'all'}", f"--probe-train {cfg.probe_train or 'all'}",
              f"--test-subset {cfg.test_subset or 'all'}",
-             f"--inject-p {cfg.inject_p:g}", f"--threads {cfg.threads}"]
+             f"--inject-p {cfg.inject_p:g}", f"--init {cfg.init}", f"--threads {cfg.threads}"]
     if not cfg.floors:
         parts.append("--no-floors")
     return " ".join(parts + [f"--out {cfg.out}"])
@@ -542,6 +546,22 @@ def unpack_correct(text: str, n: int):
     return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
 
 
+def zoo_init(method: str):
+    """The shipped zoo checkpoint of ``method`` -> (state in train_method's ``init`` layout, {file, sha256})."""
+    import hashlib
+
+    import torch
+
+    from . import WEIGHTS_DIR
+    from .pretrain import CONFIGS
+
+    path = Path(WEIGHTS_DIR) / CONFIGS[method]["file"]
+    if not path.is_file():
+        raise JercError(f"--init zoo: the zoo checkpoint {path} is missing; reinstall jerc-eval or pass --init random")
+    return (torch.load(path, map_location="cpu", weights_only=True),
+            {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+
+
 def train_overrides(method: str, epochs: int) -> dict[str, int]:
     """Epochs for every method alike; warmup: the zoo's, or for short runs ``max(1, epochs // 5)`` as
     ``pretrain.py --epochs`` does, but never the whole run."""
@@ -585,6 +605,7 @@ def run_lab(cfg: LabConfig, log: Callable[[str], None] = lambda _m: None) -> dic
         full_layers = pd.build_layers("train", n=data_opts["train_size"], seed=0)
         layers = {k: v[:n_pre] for k, v in full_layers.items()}
         bank = pd.background_bank(BG_BANK_SIZE)
+    inits = {m: zoo_init(m) for m in cfg.methods} if cfg.init == "zoo" else {m: None for m in cfg.methods}
     arms = [False, True] if cfg.inject_p > 0 else [False]
     cells = [("clean", 0)] + [(c, s) for c in cfg.corruptions for s in cfg.severities]
     todo = sum(len(cfg.methods) * cfg.seeds * (1 if c == "clean" else len(arms)) for c, _ in cells)
@@ -624,6 +645,8 @@ def run_lab(cfg: LabConfig, log: Callable[[str], None] = lambda _m: None) -> dic
                         hook = ViewHook(pre_x, mcfg.get("input_size", 32), name, severity,
                                         cfg.inject_p if inject else 0.0, INJECT_SEVERITY, layers, bank)
                         kwargs = {"layers": hook, "recipe": hooked_recipe(recipes[method])}
+                    if inits[method] is not None:
+                        kwargs["init"] = inits[method][0]
                     enc, _sd, stats = pretrain.train_method(method, pre_x, ts, train_overrides(method, cfg.epochs),
                                                             log=lambda _m: None, **kwargs)
                     if hook is not None and hook.calls == 0:
@@ -682,6 +705,8 @@ def run_lab(cfg: LabConfig, log: Callable[[str], None] = lambda _m: None) -> dic
                                "how": "per view, before the view's crop: the (already corrupted) 64 px train image "
                                       "gets the same corruption at the inject severity with fresh draws "
                                       "(corruptions.fast), then is resized like every training image"},
+                    "init": cfg.init,
+                    "init_checkpoints": {m: inits[m][1] for m in cfg.methods if inits[m] is not None},
                     "images_seen": seen[0] if len(seen) == 1 else seen,
                     "equal_images_seen": len(seen) == 1},
         "probe": {"fit": "the first n_probe_train images of the cell's corrupted train split (they include the "

@@ -81,6 +81,9 @@ CONFIGS: dict[str, dict] = {
 }
 
 
+BG_BANK = 4000  # background crops for the background-swap augmentation (their own seeded stream)
+
+
 def cosine(base: float, final: float, step: int, total: int, warmup: int = 0, start: float = 0.0) -> float:
     if step < warmup:
         return start + (base - start) * step / max(1, warmup)
@@ -166,17 +169,24 @@ class MaskedAutoencoderViT(VisionTransformer):
 
 # ---------------------------------------------------------------------------------------------------- DINO
 class DINOHead(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, bottleneck: int = 128):
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, bottleneck: int = 128,
+                 norm_last_layer: bool = True, use_bn: bool = False):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, bottleneck))
+        if use_bn:  # DINO's use_bn_in_head (its ResNet-50 setting)
+            self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
+                                     nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
+                                     nn.Linear(hidden, bottleneck))
+        else:
+            self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                     nn.Linear(hidden, bottleneck))
         for m in self.mlp:
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
         self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
         self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
-        self.last_layer.parametrizations.weight.original0.requires_grad_(False)
+        # DINO's norm_last_layer: the weight-norm gain stays 1 (True) or is learnt (False, DINO's advice for small ViTs)
+        self.last_layer.parametrizations.weight.original0.requires_grad_(not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last_layer(F.normalize(self.mlp(x), dim=-1))
@@ -259,9 +269,23 @@ def to_input_size(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([resize(x[i:i + 1000], size) for i in range(0, len(x), 1000)])
 
 
+def _load_init(module: nn.Module, state: dict, method: str) -> None:
+    """Load a saved zoo state into ``module``; every key the module shares with the file must be there."""
+    own = module.state_dict()
+    shared = {k: v for k, v in state.items() if k in own}
+    missing = [k for k in own if k not in shared and not k.startswith(("decoder", "mask_token"))]
+    if not shared or (method != "mae" and missing):
+        raise ValueError(f"{method}: the init state does not fit the model (missing e.g. {missing[:3]})")
+    module.load_state_dict(shared, strict=False)
+
+
 def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | None = None, log=print,
-                 layers: "Layers | None" = None, recipe: dict | None = None):
-    """Train one method; returns (encoder module, state dict to save, stats)."""
+                 layers: "Layers | None" = None, recipe: dict | None = None, init: dict | None = None):
+    """Train one method; returns (encoder module, state dict to save, stats).
+
+    ``init``: a state dict in the layout this function saves (MAE ``{"model": ...}`` with the decoder, DINO's and
+    BYOL's plain backbone) to continue pretraining from; heads/projectors/predictors the file lacks start fresh.
+    """
     cfg = {**CONFIGS[method], **(cfg or {})}
     recipe = recipe or RECIPES[method]
     torch.manual_seed(seed)
@@ -279,10 +303,16 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
         model = MaskedAutoencoderViT(decoder_dim=cfg["decoder_dim"], decoder_depth=cfg["decoder_depth"],
                                      decoder_heads=cfg["decoder_heads"], norm_pix_loss=cfg["norm_pix_loss"],
                                      **arch_kwargs)
+        if init is not None:
+            _load_init(model, init.get("model", init), method)
         params = _param_groups(model)
     elif method == "dino":
         student = MultiCropWrapper(build(cfg["arch"]), DINOHead(arch_kwargs["embed_dim"], cfg["out_dim"],
-                                                                cfg["head_hidden"], cfg["head_bottleneck"]))
+                                                                cfg["head_hidden"], cfg["head_bottleneck"],
+                                                                cfg.get("norm_last_layer", True),
+                                                                cfg.get("use_bn_in_head", False)))
+        if init is not None:
+            _load_init(student.backbone, init, method)
         teacher = copy.deepcopy(student)
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -291,6 +321,8 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
         model = student
     elif method == "byol":
         online = build(cfg["arch"])
+        if init is not None:
+            _load_init(online, init, method)
         feat = online.num_features
         projector = mlp(feat, cfg["proj_hidden"], cfg["proj_dim"])
         predictor = mlp(cfg["proj_dim"], cfg["proj_hidden"], cfg["proj_dim"])
@@ -467,7 +499,11 @@ def main(argv=None) -> None:
         override = {"epochs": args.epochs} if args.epochs else None
         if override and args.epochs < CONFIGS[method]["warmup_epochs"] * 2:
             override["warmup_epochs"] = max(1, args.epochs // 5)
-        enc, to_save, stats = train_method(method, train.images, args.seed, override)
+        layers = None
+        if any(v.get("bg_swap_p", 0.0) for v in RECIPES[method]["views"]):
+            size = {**CONFIGS[method], **(override or {})}.get("input_size", 32)
+            layers = Layers(pd.build_layers("train", seed=0), pd.background_bank(BG_BANK, seed=0), size)
+        enc, to_save, stats = train_method(method, train.images, args.seed, override, layers=layers)
         path = out / CONFIGS[method]["file"]
         torch.save(to_save, path)
         cfg = stats.pop("config")

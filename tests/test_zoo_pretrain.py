@@ -1,0 +1,73 @@
+"""The zoo trainer (jerc_eval.zoo.pretrain): determinism, continued pretraining from a checkpoint, background swap."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jerc_eval.datasets import photodigits as pd
+from jerc_eval.zoo import WEIGHTS_DIR
+from jerc_eval.zoo import pretrain as P
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def small():
+    return pd.build_split("train", n=128)
+
+
+def _tiny(**kw):
+    return {"epochs": 1, "warmup_epochs": 1, **kw}
+
+
+@pytest.mark.parametrize("method", ["mae", "dino", "byol"])
+def test_same_seed_same_weights(small, method):
+    a = P.train_method(method, small.images, 3, _tiny(), log=lambda _m: None)[1]
+    b = P.train_method(method, small.images, 3, _tiny(), log=lambda _m: None)[1]
+    a, b = a.get("model", a), b.get("model", b)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = P.train_method(method, small.images, 4, _tiny(), log=lambda _m: None)[1]
+    c = c.get("model", c)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["mae", "dino", "byol"])
+def test_init_continues_from_the_shipped_checkpoint(small, method):
+    state = torch.load(WEIGHTS_DIR / P.CONFIGS[method]["file"], map_location="cpu", weights_only=True)
+    enc, saved, stats = P.train_method(method, small.images, 0, _tiny(lr=1e-9), log=lambda _m: None, init=state)
+    ref = state.get("model", state)
+    own = enc.state_dict()
+    floats = [k for k in own if own[k].is_floating_point() and "running" not in k and k in ref]
+    assert floats
+    # a learning rate of ~0: the encoder is still the checkpoint (BatchNorm statistics aside)
+    assert max(float((own[k] - ref[k]).abs().max()) for k in floats) < 1e-4
+    fresh = P.train_method(method, small.images, 0, _tiny(lr=1e-9), log=lambda _m: None)[0].state_dict()
+    assert max(float((fresh[k] - ref[k]).abs().max()) for k in floats) > 1e-2
+
+
+def test_init_that_does_not_fit_is_refused(small):
+    with pytest.raises(ValueError, match="does not fit"):
+        P.train_method("byol", small.images, 0, _tiny(), log=lambda _m: None, init={"nonsense.weight": torch.ones(1)})
+
+
+def test_background_swap_re_renders_the_digit():
+    layers = pd.build_layers("train", n=8)
+    assert layers["cover"].shape == (8, 64, 64) and layers["colour"].shape == (8, 3)
+    assert layers["cover"].min() >= 0 and layers["cover"].max() <= 1
+    np.testing.assert_array_equal(layers["labels"], pd.build_split("train", n=8).labels)
+    bank = pd.background_bank(4)
+    lay = P.Layers(layers, bank, 32)
+    x = torch.rand(8, 3, 32, 32)
+    idx = torch.arange(8)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(lay.swap(x, idx, 0.0, g), x)
+    out = lay.swap(x, idx, 1.0, torch.Generator().manual_seed(0))
+    a = lay.cover
+    # every output is some bank crop under the image's own digit layer
+    cands = [lay.bank[j] * (1 - a) + lay.colour * a for j in range(len(bank))]
+    err = torch.stack([(out - c).abs().amax(dim=(1, 2, 3)) for c in cands]).amin(0)
+    assert float(err.max()) < 1e-6
+    rec = lay.swap(x, idx, 1.0, torch.Generator().manual_seed(0), recolour_p=1.0)
+    assert not torch.allclose(rec, out)

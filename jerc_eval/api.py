@@ -8,7 +8,7 @@ import abc
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
@@ -148,7 +148,7 @@ class CorruptionSuite(Configurable):
     backends: ClassVar[tuple[str, ...]] = ("reference",)  # the first is the default
     backend: str = "reference"  # set by the core from the run's ``backend`` key
     device: str = "cpu"  # where an in-process (torch) backend runs
-    prerendered: ClassVar[bool] = False  # True: corrupted images are read from files (implement load_cell)
+    prerendered: ClassVar[bool] = False  # True: corrupted images are read from files (implement load_cell/iter_cell)
 
     @classmethod
     def kind_label(cls) -> str:
@@ -162,8 +162,25 @@ class CorruptionSuite(Configurable):
         """Pre-rendered suites only: the ``n`` corrupted test images of one cell, in test-set order."""
         raise NotImplementedError
 
+    def iter_cell(self, corruption: str, severity: int, n: int, chunk: int) -> Iterator[np.ndarray]:
+        """Pre-rendered suites only: the same images as :meth:`load_cell`, as consecutive uint8 NHWC chunks of
+        ``chunk`` images (the last one shorter), in test-set order. This is what the pipeline reads.
+
+        The default slices :meth:`load_cell`, so it holds a whole cell in memory; override it to read one chunk
+        at a time (memory bounded whatever the size of the set), checking the cell (present, ``n`` images)
+        before the first chunk.
+        """
+        cell, step = self.load_cell(corruption, severity, n), max(1, chunk)
+        for start in range(0, len(cell), step):
+            yield cell[start:start + step]
+
     def validate(self, test_images: np.ndarray, test_labels: np.ndarray) -> None:
         """Check the suite fits the test set (pre-rendered suites: counts, sizes, labels). Raise DataError."""
+
+    def validate_cells(self, cells: list[tuple[str, int]], test_labels: np.ndarray) -> None:
+        """Pre-rendered suites: check every (corruption, severity) cell of the run is there with one image per test
+        image, before any compute and without decoding images (count files, read array headers). Raise
+        DataError. The default checks nothing (a missing cell then fails when it is read)."""
 
     def families(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from .api import CorruptionSuite
+from .errors import DataError
 from .seeding import image_seeds
 
 _WORKER: dict = {}
@@ -43,6 +44,25 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def read_chunks(suite: CorruptionSuite, cells: list[tuple[str, int]], n: int,
+                chunk: int) -> Iterator[tuple[tuple[str, int], int, int, np.ndarray]]:
+    """A pre-rendered suite's cells as :func:`corrupt_chunks` yields computed ones:
+    ``((corruption, severity), start, stop, images[start:stop])``, read with ``suite.iter_cell`` one chunk at a
+    time (nothing is corrupted). The chunks must be consecutive, of ``chunk`` images but the last."""
+    chunk = max(1, chunk)
+    for c, s in cells:
+        start = 0
+        for imgs in suite.iter_cell(c, s, n, chunk):
+            if len(imgs) != min(chunk, n - start) or (len(imgs) and imgs.ndim != 4):
+                raise DataError(f"suite {suite.name!r} gave {len(imgs)} images of shape {imgs.shape[1:]} at "
+                                f"{start} of {c}/{s}; iter_cell must yield NHWC chunks of {chunk} images (the "
+                                f"last shorter), {n} in all")
+            yield (c, s), start, start + len(imgs), imgs
+            start += len(imgs)
+        if start != n:
+            raise DataError(f"suite {suite.name!r} gave {start} images for {c}/{s} but the test set has {n}")
+
+
 def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple[str, int]], run_seed: int,
                    workers: int | None = None, chunk: int = 1024,
                    task: int = 250) -> Iterator[tuple[tuple[str, int], int, int, np.ndarray]]:
@@ -52,16 +72,13 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
     Image i of cell (c, s) is seeded by ``image_seeds(run_seed, c, s, n)[i]``, so results are identical for any
     ``workers``, ``chunk`` and ``task`` (the images one pool task corrupts). Memory is bounded whatever the number
     of images: with ``workers > 1`` at most ``2 * workers`` tasks plus two chunks are in flight while the caller
-    consumes chunks. (A pre-rendered suite loads one whole cell at a time: ``load_cell`` reads cells.)
+    consumes chunks. A pre-rendered suite's cells are read the same way, a chunk at a time (``iter_cell``).
     """
     n = len(images)
     chunk, task = max(1, chunk), max(1, task)
     spans = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
     if suite.prerendered:  # released corrupted sets (ImageNet-C JPEGs, CIFAR-10-C .npy): read, never compute
-        for c, s in cells:
-            cell = suite.load_cell(c, s, n)
-            for a, b in spans:
-                yield (c, s), a, b, cell[a:b]
+        yield from read_chunks(suite, cells, n, chunk)
         return
     workers = default_workers() if workers is None else workers
     chunks = [((c, s), a, b) for c, s in cells for a, b in spans]

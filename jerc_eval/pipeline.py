@@ -4,7 +4,8 @@
 2. load the dataset and the encoders (weights loaded strictly);
 3. extract clean features, fit one probe per encoder on clean train features (or load the same fit from the
    probe cache);
-4. for every corruption x severity: corrupt the test set chunk by chunk (process pool), extract, predict -> tidy rows;
+4. for every corruption x severity: corrupt the test set chunk by chunk (process pool), or read it chunk by chunk
+   from a pre-rendered suite's files, extract, predict -> tidy rows;
 5. summarise (pure functions), compare JE with RC, recommend;
 6. render every report in memory, then move them into place (no half-written results).
 """
@@ -19,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import engine
 from . import summary as summ
 from .api import CorruptionSuite, Dataset, EncoderAdapter, LoadedDataset, LoadedEncoder, Probe, Reporter
 from .config import RunConfig, parse_severities
@@ -97,6 +99,9 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
     corruptions = resolve_corruptions(suite, cfg.corruptions, cfg.extra)
     if cfg.probe_fit_on not in ("clean", "matched"):
         raise UsageError(f"probe_fit_on must be 'clean' or 'matched', not {cfg.probe_fit_on!r}")
+    if cfg.probe_fit_on == "matched" and suite.prerendered:
+        raise UsageError(f"suite {suite.name!r} reads released corrupted test images only; probe_fit_on 'matched' "
+                         f"needs corrupted train images: use probe_fit_on 'clean' or a suite that computes them")
     if cfg.batch_size < 1 or cfg.workers < 0:
         raise UsageError("batch_size must be >= 1 and workers >= 0; fix the flag or config key")
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
@@ -136,6 +141,8 @@ def load_dataset(plan: Plan) -> LoadedDataset:
         if len(s.images) != len(s.labels) or len(s.images) == 0:
             raise DataError(f"{plan.cfg.dataset} {split}: {len(s.images)} images but {len(s.labels)} labels")
     plan.suite.validate(data.test.images, data.test.labels)
+    if plan.suite.prerendered:  # every cell present with one image per test image, before any compute
+        plan.suite.validate_cells([(c, s) for c in plan.corruptions for s in plan.severities], data.test.labels)
     return data
 
 
@@ -315,14 +322,23 @@ def stream_chunk(plan: Plan) -> int:
     return max(1, STREAM_CHUNK // bs) * bs
 
 
+def _keep_into(kept: np.ndarray | None, keep: np.ndarray, start: int, stop: int, imgs: np.ndarray) -> np.ndarray:
+    """Copy the images of ``keep`` that fall in ``[start, stop)`` into ``kept`` (allocated on the first chunk)."""
+    if kept is None:
+        kept = np.empty((len(keep), *imgs.shape[1:]), dtype=imgs.dtype)
+    sel = (keep >= start) & (keep < stop)
+    kept[sel] = imgs[keep[sel] - start]
+    return kept
+
+
 def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, split: str,
                  cells: list[tuple[str, int]], run_seed: int, keep: np.ndarray | None = None) -> Any:
     """Yield ``(cell, {encoder: features}, kept)`` in the order of ``cells``; cached cells are not corrupted again.
 
-    A cell is corrupted, encoded (by each encoder whose features are not cached) and dropped chunk by chunk
-    (``stream_chunk``), so memory holds a bounded number of corrupted images whatever the size of the set; only
-    the fp16 features stay. ``kept`` is the cell's corrupted images at indices ``keep`` (None when the cell came
-    from the cache or ``keep`` is None).
+    A cell is corrupted (or, for a pre-rendered suite, read with ``iter_cell``), encoded (by each encoder whose
+    features are not cached) and dropped chunk by chunk (``stream_chunk``), so memory holds a bounded number of
+    corrupted images whatever the size of the set; only the fp16 features stay. ``kept`` is the cell's corrupted
+    images at indices ``keep`` (None when the cell came from the cache or ``keep`` is None).
     """
     from .engine import corrupt_chunks
 
@@ -332,7 +348,12 @@ def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, sp
     chunk = stream_chunk(plan)
     n = len(images)
     todo = [cell for cell in cells if not all(ev.has(split, *cell) for ev in evals.values())]
-    fresh = corrupt_chunks(plan.suite, images, todo, run_seed, workers, chunk=chunk)
+
+    def source(cells: list[tuple[str, int]], workers: int | None) -> Any:
+        # computed cells, or a pre-rendered suite's cells read with iter_cell: the same chunks either way
+        return corrupt_chunks(plan.suite, images, cells, run_seed, workers, chunk=chunk)
+
+    fresh = source(todo, workers)
     for cell in cells:
         feats: dict[str, np.ndarray] = {}
         for name, ev in evals.items():
@@ -342,21 +363,18 @@ def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, sp
         missing = [name for name in evals if name not in feats]
         kept = None
         if cell in todo or missing:
-            # a cell listed as cached whose entry turned out damaged is corrupted again here, in-process
-            source = fresh if cell in todo else corrupt_chunks(plan.suite, images, [cell], run_seed, 1, chunk=chunk)
+            # a cell listed as cached whose entry turned out damaged is corrupted (or read) again here, in-process
+            chunks = fresh if cell in todo else source([cell], 1)
             parts: dict[str, list[np.ndarray]] = {name: [] for name in missing}
             stop = 0
             while stop < n:
-                got_cell, start, stop, imgs = next(source)
+                got_cell, start, stop, imgs = next(chunks)
                 assert got_cell == cell and start == (stop - len(imgs)), (got_cell, cell)
                 for name in missing:
                     ev = evals[name]
                     parts[name].append(extract(ev.encoder, imgs, plan.cfg.batch_size, plan.device).astype(np.float16))
                 if keep is not None:
-                    if kept is None:
-                        kept = np.empty((len(keep), *imgs.shape[1:]), dtype=imgs.dtype)
-                    sel = (keep >= start) & (keep < stop)
-                    kept[sel] = imgs[keep[sel] - start]
+                    kept = _keep_into(kept, keep, start, stop, imgs)
                 del imgs
             for name in missing:
                 half = np.concatenate(parts.pop(name))
@@ -423,9 +441,13 @@ def alignment_evidence(plan: Plan, data: LoadedDataset, evals: dict[str, Evaluat
     n = len(data.test.images)
     for c, s in cells:
         if (c, s) not in kept:
-            seeds = image_seeds(plan.cfg.seed, c, s, n)[keep]
-            imgs = (plan.suite.load_cell(c, s, n)[keep] if plan.suite.prerendered
-                    else plan.suite.corrupt(data.test.images[keep], c, s, seeds))
+            if plan.suite.prerendered:  # read chunk by chunk, keeping only the subset
+                imgs = None
+                for _, start, stop, chunk in engine.read_chunks(plan.suite, [(c, s)], n, stream_chunk(plan)):
+                    imgs = _keep_into(imgs, keep, start, stop, chunk)
+            else:
+                seeds = image_seeds(plan.cfg.seed, c, s, n)[keep]
+                imgs = plan.suite.corrupt(data.test.images[keep], c, s, seeds)
             kept[(c, s)] = imgs
     evidence = estimate(data.test.images, data.test.labels, kept, recipes=recipes, seed=plan.cfg.seed,
                         max_images=len(keep), paradigms=paradigms)

@@ -5,11 +5,16 @@
   (for example ``--dataset npz``).
 - ``imagenet-c-folder``: the ImageNet-C layout ``<root>/<corruption>/<severity>/<class>/<image>``; pair it with the
   clean validation images as ``--dataset imagefolder`` (classes and files sorted by name in both).
+
+Both read a cell chunk by chunk (``iter_cell``): a memory-mapped slice of the ``.npy`` file, or the chunk's JPEGs
+decoded, so memory holds one chunk of corrupted images whatever the size of the set. ``validate_cells`` checks
+every cell of a run up front from the ``.npy`` headers or the file listings, without decoding images.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -48,12 +53,30 @@ class CIFAR10C(CorruptionSuite):
             self._arrays[corruption] = np.load(Path(self.opts["root"]) / f"{corruption}.npy", mmap_mode="r")
         return self._arrays[corruption]
 
-    def load_cell(self, corruption: str, severity: int, n: int) -> np.ndarray:
+    def _checked(self, corruption: str, n: int) -> np.ndarray:
+        """The memory-mapped array of ``corruption``, its header checked (count, shape, dtype); reads no images."""
         arr = self._array(corruption)
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise DataError(f"{corruption}.npy holds a {arr.dtype} array of shape {arr.shape}; expected uint8 images "
+                            f"of shape (5 x N, H, W, 3) as released")
         if len(arr) != 5 * n:
             raise DataError(f"{corruption}.npy holds {len(arr)} images, expected 5 x {n} (severities 1-5 stacked) "
                             f"for a test set of {n}; pair cifar10-c with the matching clean test set")
+        return arr
+
+    def load_cell(self, corruption: str, severity: int, n: int) -> np.ndarray:
+        arr = self._checked(corruption, n)
         return np.array(arr[(severity - 1) * n: severity * n])  # a writable copy of the memory-mapped slice
+
+    def iter_cell(self, corruption: str, severity: int, n: int, chunk: int) -> Iterator[np.ndarray]:
+        arr = self._checked(corruption, n)
+        offset, step = (severity - 1) * n, max(1, chunk)
+        for start in range(0, n, step):  # only this chunk's pages are read from the file
+            yield np.array(arr[offset + start: offset + min(start + step, n)])
+
+    def validate_cells(self, cells: list[tuple[str, int]], test_labels: np.ndarray) -> None:
+        for corruption in dict.fromkeys(c for c, _ in cells):
+            self._checked(corruption, len(test_labels))
 
     def validate(self, test_images: np.ndarray, test_labels: np.ndarray) -> None:
         labels_path = Path(self.opts["root"]) / "labels.npy"
@@ -88,25 +111,58 @@ class ImageNetCFolder(CorruptionSuite):
         return f"files:{self.opts['root']}"
 
     def _files(self, corruption: str, severity: int) -> list[tuple[Path, int]]:
+        """``(file, class index)`` of one cell: classes sorted by folder name, files by name within a class."""
         folder = Path(self.opts["root"]) / corruption / str(severity)
         if not folder.is_dir():
             raise DataError(f"{folder} is missing; ImageNet-C needs <root>/<corruption>/<severity>/<class>/")
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        return [(f, k) for k, c in enumerate(classes) for f in sorted((folder / c).iterdir()) if f.is_file()]
+        with os.scandir(folder) as it:  # directory entries carry their type: no stat per file
+            classes = sorted(e.name for e in it if e.is_dir())
+        out: list[tuple[Path, int]] = []
+        for k, c in enumerate(classes):
+            with os.scandir(folder / c) as it:
+                out.extend((folder / c / name, k) for name in sorted(e.name for e in it if e.is_file()))
+        return out
 
-    def load_cell(self, corruption: str, severity: int, n: int) -> np.ndarray:
-        from PIL import Image
-
+    def _checked_files(self, corruption: str, severity: int, n: int) -> list[tuple[Path, int]]:
         files = self._files(corruption, severity)
         if len(files) != n:
             raise DataError(f"{corruption}/{severity} holds {len(files)} images but the test set has {n}; "
                             f"pair imagenet-c-folder with the matching clean images (--dataset imagefolder)")
+        return files
+
+    def _decode(self, files: list[tuple[Path, int]]) -> np.ndarray:
+        from PIL import Image
+
         size = self.opts["image_size"]
         out = []
         for f, _ in files:
             im = Image.open(f).convert("RGB")
             out.append(np.asarray(im.resize((size, size), Image.BICUBIC) if size else im))
+        if len({im.shape for im in out}) > 1:
+            raise DataError(f"images under {files[0][0].parent.parent} differ in size; pass -S image_size N to "
+                            f"resize them")
         return np.stack(out)
+
+    def load_cell(self, corruption: str, severity: int, n: int) -> np.ndarray:
+        return self._decode(self._checked_files(corruption, severity, n))
+
+    def iter_cell(self, corruption: str, severity: int, n: int, chunk: int) -> Iterator[np.ndarray]:
+        files = self._checked_files(corruption, severity, n)  # counted before any image is decoded
+        step, shape = max(1, chunk), None
+        for start in range(0, n, step):
+            imgs = self._decode(files[start:start + step])
+            if shape is not None and imgs.shape[1:] != shape:
+                raise DataError(f"images under {files[start][0].parent.parent} differ in size; pass -S image_size N "
+                                f"to resize them")
+            shape = imgs.shape[1:]
+            yield imgs
+
+    def validate_cells(self, cells: list[tuple[str, int]], test_labels: np.ndarray) -> None:
+        for corruption, severity in cells:
+            files = self._checked_files(corruption, severity, len(test_labels))
+            if not np.array_equal(np.fromiter((k for _, k in files), np.int64, len(files)), test_labels):
+                raise DataError(f"ImageNet-C folder {corruption}/{severity}: classes/files do not line up with the "
+                                f"test set; use the same class folders and file names, sorted, for the clean images")
 
     def validate(self, test_images: np.ndarray, test_labels: np.ndarray) -> None:
         c = next(iter(self.corruptions), None)

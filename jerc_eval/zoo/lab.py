@@ -944,9 +944,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
     arch_of = {r["method"]: r["arch"] for r in doc["runs"]}
     paradigm = {r["method"]: r["paradigm"] for r in doc["runs"]}
     t = doc["timing"]
+    start = ("further from its shipped zoo checkpoint (continued pretraining)"
+             if tr.get("init", "random") == "zoo" else "from random weights")
     L = ["# Pretraining lab: the paper's Table 1 protocol at small scale", "",
          f"`{doc['command']}`", "",
-         f"Each method pretrained from scratch on {ds['n_pretrain']} PhotoDigits train images corrupted at each "
+         f"Each method pretrained {start} on {ds['n_pretrain']} PhotoDigits train images corrupted at each "
          f"severity (fixed corruption per image), {cfg['epochs']} epoch{'s' if cfg['epochs'] > 1 else ''} = "
          f"**{seen} images seen per run, the same for every method** (DINO turns each image into 6 crops and BYOL "
          f"into 2 views: compute per image differs); {cfg['seeds']} training seed{'s' if cfg['seeds'] > 1 else ''} per "

@@ -71,3 +71,19 @@ def test_background_swap_re_renders_the_digit():
     assert float(err.max()) < 1e-6
     rec = lay.swap(x, idx, 1.0, torch.Generator().manual_seed(0), recolour_p=1.0)
     assert not torch.allclose(rec, out)
+
+
+@pytest.mark.parametrize("method", ["mae", "byol"])
+def test_on_epoch_sees_the_encoder_and_changes_nothing(small, method):
+    seen = []
+
+    def on_epoch(epoch, enc):
+        assert not enc.training
+        with torch.no_grad():
+            seen.append((epoch, enc(torch.zeros(2, 3, 32, 32)).shape))
+
+    a = P.train_method(method, small.images, 5, _tiny(epochs=2), log=lambda _m: None, on_epoch=on_epoch)[1]
+    b = P.train_method(method, small.images, 5, _tiny(epochs=2), log=lambda _m: None)[1]
+    assert [e for e, _ in seen] == [1, 2]
+    a, b = a.get("model", a), b.get("model", b)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -280,11 +280,14 @@ def _load_init(module: nn.Module, state: dict, method: str) -> None:
 
 
 def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | None = None, log=print,
-                 layers: "Layers | None" = None, recipe: dict | None = None, init: dict | None = None):
+                 layers: "Layers | None" = None, recipe: dict | None = None, init: dict | None = None,
+                 on_epoch=None):
     """Train one method; returns (encoder module, state dict to save, stats).
 
     ``init``: a state dict in the layout this function saves (MAE ``{"model": ...}`` with the decoder, DINO's and
     BYOL's plain backbone) to continue pretraining from; heads/projectors/predictors the file lacks start fresh.
+    ``on_epoch(epoch, encoder)``: called after every epoch with the encoder as it would be saved then (eval mode;
+    for MAE a copy), e.g. to record a probe-vs-epochs curve.
     """
     cfg = {**CONFIGS[method], **(cfg or {})}
     recipe = recipe or RECIPES[method]
@@ -413,22 +416,29 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
         losses.append(ep_loss / steps_per_epoch)
         log(f"[{method}] epoch {epoch + 1}/{cfg['epochs']} loss {losses[-1]:.4f} "
             f"lr {lr:.2e} {time.time() - t0:.0f}s")
+        if on_epoch is not None:
+            enc_now, _ = _encoder_and_state(method, cfg, model, teacher if method == "dino" else None)
+            was = enc_now.training
+            on_epoch(epoch + 1, enc_now.eval())
+            enc_now.train(was)
     wall = time.time() - t0
 
+    encoder, to_save = _encoder_and_state(method, cfg, model, teacher if method == "dino" else None)
+    stats = dict(images_seen=seen, epochs=cfg["epochs"], steps=step, wall_seconds=round(wall, 1),
+                 final_loss=losses[-1], loss_curve=[round(v, 5) for v in losses], config=cfg)
+    return encoder.eval(), to_save, stats
+
+
+def _encoder_and_state(method: str, cfg: dict, model: nn.Module, teacher: nn.Module | None):
+    """The encoder a method ships (MAE: the encoder part of the autoencoder, DINO: the teacher's backbone, BYOL: the
+    online network) and the state dict saved in the method's official layout."""
     if method == "mae":
         encoder = build(cfg["arch"])
         sd = model.state_dict()
         encoder.load_state_dict({k: v for k, v in sd.items() if k in encoder.state_dict()})
-        to_save = {"model": {k: v.detach().clone() for k, v in sd.items()}}
-    elif method == "dino":
-        encoder = teacher.backbone
-        to_save = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-    else:
-        encoder = model["online"]
-        to_save = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-    stats = dict(images_seen=seen, epochs=cfg["epochs"], steps=step, wall_seconds=round(wall, 1),
-                 final_loss=losses[-1], loss_curve=[round(v, 5) for v in losses], config=cfg)
-    return encoder.eval(), to_save, stats
+        return encoder, {"model": {k: v.detach().clone() for k, v in sd.items()}}
+    encoder = teacher.backbone if method == "dino" else model["online"]
+    return encoder, {k: v.detach().clone() for k, v in encoder.state_dict().items()}
 
 
 def reprobe(index: dict, out: Path, train, test, seed: int) -> None:
@@ -464,6 +474,10 @@ def main(argv=None) -> None:
     ap.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms (slow)")
     ap.add_argument("--data-cache", default=None, help="directory with train/test .npy arrays (optional)")
     ap.add_argument("--reprobe", action="store_true", help="only re-measure the probes of the weights in --out")
+    ap.add_argument("--init-from", metavar="DIR", default=None,
+                    help="continue pretraining from the weights (and zoo.json) in DIR; budgets and curves add up")
+    ap.add_argument("--probe-every", type=int, default=0, metavar="N",
+                    help="probe the encoder every N epochs and record the curve in zoo.json (0: only at the end)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -503,7 +517,29 @@ def main(argv=None) -> None:
         if any(v.get("bg_swap_p", 0.0) for v in RECIPES[method]["views"]):
             size = {**CONFIGS[method], **(override or {})}.get("input_size", 32)
             layers = Layers(pd.build_layers("train", seed=0), pd.background_bank(BG_BANK, seed=0), size)
-        enc, to_save, stats = train_method(method, train.images, args.seed, override, layers=layers)
+        init, before = None, None
+        if args.init_from:
+            src = Path(args.init_from)
+            init = torch.load(src / CONFIGS[method]["file"], map_location="cpu", weights_only=True)
+            prev = json.loads((src / "zoo.json").read_text())["encoders"].get(names[method], {})
+            before = {"file_sha256": _sha256(src / CONFIGS[method]["file"]),
+                      "images_seen": prev.get("images_seen", 0), "epochs": prev.get("epochs", 0),
+                      "probe_curve": prev.get("probe_curve", []), "wall_seconds": prev.get("wall_seconds", 0.0)}
+        curve = []
+
+        def probe_epoch(epoch: int, encoder: nn.Module) -> None:
+            if args.probe_every and epoch % args.probe_every == 0:
+                curve.append([epoch + (before or {}).get("epochs", 0), linear_probe(encoder, train, test)])
+                print(f"[{method}] epoch {curve[-1][0]}: probe {curve[-1][1]:.4f}", flush=True)
+
+        enc, to_save, stats = train_method(method, train.images, args.seed, override, layers=layers, init=init,
+                                           on_epoch=probe_epoch if args.probe_every else None)
+        if before is not None:  # one record for the whole budget: earlier run + this one
+            stats = {**stats, "continued_from": before,
+                     "images_seen": stats["images_seen"] + before["images_seen"],
+                     "epochs": stats["epochs"] + before["epochs"],
+                     "wall_seconds": round(stats["wall_seconds"] + before["wall_seconds"], 1)}
+        stats["probe_curve"] = (before or {}).get("probe_curve", []) + curve
         path = out / CONFIGS[method]["file"]
         torch.save(to_save, path)
         cfg = stats.pop("config")

@@ -23,11 +23,17 @@ padding:.6rem;border-left:4px solid #3a3}.meta{color:#555;font-size:.9rem}
 """
 
 
-def _svg(fig: Any) -> str:
+def _svg(fig: Any, tight: bool = True) -> str:
+    """Render ``fig`` as inline SVG (no XML prolog or doctype) and close it."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline SVG in HTML
+    return text[text.index("<svg"):]
 
 
 def _figure(w: float, h: float) -> tuple[Any, Any]:
@@ -66,10 +72,7 @@ def plot_accuracy_vs_severity(results: dict[str, Any]) -> str:
         ax.set_ylim(0, 100)
     fig.axes[0].legend(fontsize=7, loc="lower left")
     fig.supylabel("top-1 accuracy (%)", fontsize=9)
-    fig.tight_layout()
-    out = _svg(fig)
-    plt.close(fig)
-    return out
+    return _svg(fig)
 
 
 def plot_drop_bars(results: dict[str, Any]) -> str | None:
@@ -90,10 +93,7 @@ def plot_drop_bars(results: dict[str, Any]) -> str | None:
     ax.set_ylabel("Drop = 100·(S1−S5)/S1 (%)", fontsize=9)
     ax.axhline(0, color="black", lw=0.6)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = _svg(fig)
-    plt.close(fig)
-    return out
+    return _svg(fig)
 
 
 def plot_heatmaps(results: dict[str, Any]) -> str:
@@ -113,9 +113,7 @@ def plot_heatmaps(results: dict[str, Any]) -> str:
                 ax.text(j, i, f"{val:.0f}", ha="center", va="center", fontsize=6,
                         color="white" if val < 50 else "black")
     fig.colorbar(im, ax=fig.axes, shrink=0.8, label="accuracy (%)")
-    out = _svg(fig)
-    plt.close(fig)
-    return out
+    return _svg(fig, tight=False)
 
 
 def plot_spectra(results: dict[str, Any]) -> str | None:
@@ -151,10 +149,7 @@ def plot_spectra(results: dict[str, Any]) -> str | None:
     if fig.axes:
         fig.axes[0].legend(fontsize=6, loc="upper right")
     fig.supxlabel("direction (sorted)", fontsize=8)
-    fig.tight_layout()
-    out = _svg(fig)
-    plt.close(fig)
-    return out
+    return _svg(fig)
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:

@@ -548,18 +548,16 @@ def unpack_correct(text: str, n: int):
 
 def zoo_init(method: str):
     """The shipped zoo checkpoint of ``method`` -> (state in train_method's ``init`` layout, {file, sha256})."""
-    import hashlib
-
     import torch
 
     from . import WEIGHTS_DIR
-    from .pretrain import CONFIGS
+    from .pretrain import CONFIGS, _sha256
 
     path = Path(WEIGHTS_DIR) / CONFIGS[method]["file"]
     if not path.is_file():
         raise JercError(f"--init zoo: the zoo checkpoint {path} is missing; reinstall jerc-eval or pass --init random")
     return (torch.load(path, map_location="cpu", weights_only=True),
-            {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+            {"file": path.name, "sha256": _sha256(path)})
 
 
 def train_overrides(method: str, epochs: int) -> dict[str, int]:

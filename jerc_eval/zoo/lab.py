@@ -30,7 +30,6 @@ import json
 import math
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -515,23 +514,11 @@ class ViewHook:
                 "swapped_fraction": self.swapped / v}
 
 
-def probe_predictions(encoder, train_images, train_labels, test_images, C: float = 0.5):
-    """The zoo probe (:func:`jerc_eval.zoo.probe.linear_probe`, ``probe.PROBE``) keeping its test predictions:
-    features standardised with train statistics, sklearn's L-BFGS logistic regression, C = 0.5."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
+def probe_predictions(*args: Any, **kwargs: Any):
+    """:func:`jerc_eval.zoo.probe.probe_predictions` (imported lazily: the CLI imports this module for its flags)."""
+    from .probe import probe_predictions as fit
 
-    from .probe import extract
-
-    ftr, fte = extract(encoder, train_images), extract(encoder, test_images)
-    mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
-    clf = LogisticRegression(C=C, max_iter=2000)
-    with threadpool_limits(1), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit((ftr - mu) / sd, train_labels)
-    converged = bool(max(clf.n_iter_) < clf.max_iter)
-    return clf.predict((fte - mu) / sd), converged
+    return fit(*args, **kwargs)
 
 
 def _pack(correct) -> str:

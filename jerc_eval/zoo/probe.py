@@ -24,14 +24,25 @@ def extract(model: nn.Module, images_uint8: np.ndarray, batch: int = 500, input_
     return np.concatenate(out)
 
 
-def linear_probe(model: nn.Module, train, test, C: float = 0.5) -> float:
-    """``train``/``test``: objects with ``images`` (N,H,W,3 uint8) and ``labels``. Returns test accuracy."""
+def probe_predictions(model: nn.Module, train_images, train_labels, test_images, C: float = 0.5):
+    """Fit the zoo probe on ``train_images`` and return (test predictions, whether L-BFGS converged)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    ftr, fte = extract(model, train.images), extract(model, test.images)
+    ftr, fte = extract(model, train_images), extract(model, test_images)
     mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
     clf = LogisticRegression(C=C, max_iter=2000)
-    with threadpool_limits(1):  # BLAS oversubscription made lbfgs >50x slower on a shared 2-core machine
-        clf.fit((ftr - mu) / sd, train.labels)
-    return float((clf.predict((fte - mu) / sd) == test.labels).mean())
+    # one BLAS thread: oversubscription made lbfgs >50x slower on a shared 2-core machine
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit((ftr - mu) / sd, train_labels)
+    return clf.predict((fte - mu) / sd), bool(max(clf.n_iter_) < clf.max_iter)
+
+
+def linear_probe(model: nn.Module, train, test, C: float = 0.5) -> float:
+    """``train``/``test``: objects with ``images`` (N,H,W,3 uint8) and ``labels``. Returns test accuracy."""
+    pred, _ = probe_predictions(model, train.images, train.labels, test.images, C)
+    return float((pred == test.labels).mean())

@@ -274,3 +274,13 @@ def test_single_arm_single_seed_without_floors():
     assert len(s["drops"]) == 1 and all(c["above_floor"] is None for c in s["cells"])
     md = lab.render_markdown(doc)
     assert "## contrast" in md and "## Inject" not in md and "## JE vs RC" not in md
+
+
+def test_missing_zoo_checkpoint_is_a_checkpoint_error(monkeypatch, tmp_path):
+    import jerc_eval.zoo as zoo
+    from jerc_eval.errors import CheckpointError
+
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="--init random") as e:
+        lab.zoo_init("byol")
+    assert e.value.exit_code == 5

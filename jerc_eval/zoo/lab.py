@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import JercError, UnknownNameError, UsageError
+from ..errors import CheckpointError, JercError, UnknownNameError, UsageError
 
 SCHEMA = "jerc-eval/lab"
 SCHEMA_VERSION = 1
@@ -542,7 +542,8 @@ def zoo_init(method: str):
 
     path = Path(WEIGHTS_DIR) / CONFIGS[method]["file"]
     if not path.is_file():
-        raise JercError(f"--init zoo: the zoo checkpoint {path} is missing; reinstall jerc-eval or pass --init random")
+        raise CheckpointError(f"--init zoo: the zoo checkpoint {path} is missing; reinstall jerc-eval or pass "
+                              "--init random")
     return (torch.load(path, map_location="cpu", weights_only=True),
             {"file": path.name, "sha256": _sha256(path)})
 

@@ -230,6 +230,12 @@ def noise_spectrum(clean: np.ndarray, corrupted: np.ndarray, basis: PixelBasis, 
 
 
 # ========================================================================================= augmentation
+_UNMODELLED = {"masking_ratio": "MAE's masking is its pretext task on the encoder input, not a view",
+               "local_crops_scale": "multi-crop local views (global crops modelled)",
+               "bg_swap_p": "background swap re-renders the view over another photograph; it needs the dataset's "
+                            "digit layers, which test images do not have (not modelled)"}
+
+
 def _view_specs(recipe: Mapping[str, Any]) -> tuple[list[tuple[float, dict]], list[str]]:
     """A recipe → weighted list of single-view specs (scalars only) and the keys that are not modelled."""
     skipped: list[str] = []
@@ -243,14 +249,12 @@ def _view_specs(recipe: Mapping[str, Any]) -> tuple[list[tuple[float, dict]], li
         for v in kept:
             extra |= set(v) - MODELLED_KEYS
             out.append((float(v.get("n", 1)), _scalarise(v, 0)))
-        skipped += sorted(f"{key} (not modelled)" for key in extra)
+        skipped += sorted(f"{key} ({_UNMODELLED.get(key, 'not modelled')})" for key in extra)
         skipped += sorted(f"{key} (not modelled)" for key in set(recipe) - MODELLED_KEYS)
         return out, skipped
     r = dict(recipe)
     for key in sorted(set(r) - MODELLED_KEYS):
-        why = {"masking_ratio": "MAE's masking is its pretext task on the encoder input, not a view",
-               "local_crops_scale": "multi-crop local views (global crops modelled)"}.get(key, "not modelled")
-        skipped.append(f"{key} ({why})")
+        skipped.append(f"{key} ({_UNMODELLED.get(key, 'not modelled')})")
     n_types = max([len(v) for k, v in r.items() if k.endswith("_p") and isinstance(v, (list, tuple))] or [1])
     return [(1.0, _scalarise(r, j)) for j in range(n_types)], skipped
 

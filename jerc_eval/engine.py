@@ -64,8 +64,8 @@ def read_chunks(suite: CorruptionSuite, cells: list[tuple[str, int]], n: int,
 
 
 def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple[str, int]], run_seed: int,
-                   workers: int | None = None, chunk: int = 1024,
-                   task: int = 250) -> Iterator[tuple[tuple[str, int], int, int, np.ndarray]]:
+                   workers: int | None = None, chunk: int = 1024, task: int = 250,
+                   overlap: bool = True) -> Iterator[tuple[tuple[str, int], int, int, np.ndarray]]:
     """Yield ``((corruption, severity), start, stop, corrupted images[start:stop])``: every cell of ``cells`` in
     order, each as consecutive chunks of at most ``chunk`` images.
 
@@ -73,6 +73,11 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
     ``workers``, ``chunk`` and ``task`` (the images one pool task corrupts). Memory is bounded whatever the number
     of images: with ``workers > 1`` at most ``2 * workers`` tasks plus two chunks are in flight while the caller
     consumes chunks. A pre-rendered suite's cells are read the same way, a chunk at a time (``iter_cell``).
+
+    ``overlap=False`` alternates instead: the pool corrupts one chunk (split evenly over the workers) while the
+    caller waits, then idles while the caller consumes it. That is the faster schedule when the caller's work
+    (a CPU forward pass) wants the same cores: overlapping a multi-threaded forward with busy pool workers
+    oversubscribes them (measured in benchmarks/bench_default_run.py).
     """
     n = len(images)
     chunk, task = max(1, chunk), max(1, task)
@@ -94,6 +99,13 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ctx.Pool(workers, initializer=_init_worker, initargs=(suite, images)) as pool:
+        if not overlap:
+            for (c, s), a, b in chunks:
+                step = -(-(b - a) // workers)
+                handles = [pool.apply_async(_work, ((c, s, x, min(x + step, b), run_seed),)) for x in range(a, b, step)]
+                out = [h.get() for h in handles]
+                yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
+            return
         pending: deque = deque()
         todo = iter(chunks)
         in_flight, limit = 0, 2 * workers + -(-min(chunk, n) // task)  # always one more chunk queued

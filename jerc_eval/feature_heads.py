@@ -8,19 +8,27 @@ from torch import nn
 
 
 class ViTFeatures(nn.Module):
-    """[CLS] of the last ``n_last`` blocks (each through the final norm), optionally + mean of patch tokens.
+    """[CLS] of the last ``n_last`` blocks (each through the final norm), optionally + mean of patch tokens, optionally
+    + the last block's patch tokens average-pooled to a ``grid`` x ``grid`` map (flattened, token-major).
 
     ``n_last=1, avgpool=False`` is MAE's linear-probe feature; ``n_last=4`` is DINO's ViT-S protocol and
     ``n_last=1, avgpool=True`` its ViT-B protocol; ``cls=False, avgpool=True`` is the global average pool.
+    ``grid=2`` keeps where in the image a patch feature was (four quadrant means), which a global mean loses.
     """
 
-    def __init__(self, vit: Any, n_last: int = 1, avgpool: bool = False, cls: bool = True):
+    def __init__(self, vit: Any, n_last: int = 1, avgpool: bool = False, cls: bool = True, grid: int = 0):
         super().__init__()
-        self.vit, self.n_last, self.avgpool, self.cls = vit, n_last, avgpool, cls
+        self.vit, self.n_last, self.avgpool, self.cls, self.grid = vit, n_last, avgpool, cls, grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layers = self.vit.get_intermediate_layers(x, self.n_last)
         parts = [t[:, 0] for t in layers] if self.cls else []
+        patches = layers[-1][:, 1:]
         if self.avgpool:
-            parts.append(layers[-1][:, 1:].mean(1))
+            parts.append(patches.mean(1))
+        if self.grid:
+            b, n, d = patches.shape
+            side = int(round(n ** 0.5))
+            fmap = patches.transpose(1, 2).reshape(b, d, side, side)
+            parts.append(nn.functional.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2).flatten(1))
         return torch.cat(parts, dim=-1)

@@ -349,9 +349,12 @@ def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, sp
     n = len(images)
     todo = [cell for cell in cells if not all(ev.has(split, *cell) for ev in evals.values())]
 
+    # on the CPU the forward wants every core the pool would use: alternate instead of overlapping
+    overlap = plan.device != "cpu"
+
     def source(cells: list[tuple[str, int]], workers: int | None) -> Any:
         # computed cells, or a pre-rendered suite's cells read with iter_cell: the same chunks either way
-        return corrupt_chunks(plan.suite, images, cells, run_seed, workers, chunk=chunk)
+        return corrupt_chunks(plan.suite, images, cells, run_seed, workers, chunk=chunk, overlap=overlap)
 
     fresh = source(todo, workers)
     for cell in cells:

@@ -127,6 +127,15 @@ def test_mae_official_training_checkpoint(tmp_path, vit, x32):
     avg = MAEAdapter(checkpoint=path, num_heads=2, pool="avg").load()
     with torch.no_grad():
         assert close(feats(avg, x32), vit.forward_features(x32)[:, 1:].mean(1))
+    grid = MAEAdapter(checkpoint=path, num_heads=2, pool="grid").load()
+    with torch.no_grad():  # [CLS] + the 4x4 patch map's four quadrant means, quadrant by quadrant
+        tok = vit.forward_features(x32)
+        patches = tok[:, 1:].reshape(len(x32), 4, 4, -1)
+        quads = [patches[:, r:r + 2, c:c + 2].mean((1, 2)) for r in (0, 2) for c in (0, 2)]
+        assert close(feats(grid, x32), torch.cat([tok[:, 0], *quads], dim=-1))
+    assert grid.feature_protocol == "cls+patch-grid-2x2-after-final-norm"
+    with pytest.raises(UsageError, match="grid 5 does not fit the ViT's 4x4 patch map"):
+        MAEAdapter(checkpoint=path, num_heads=2, pool="grid", grid=5).load()
     assert set(MAE_DECODER_KEYS) == {"mask_token", "decoder_pos_embed", "decoder_embed.", "decoder_blocks.",
                                      "decoder_norm.", "decoder_pred."}
     assert inspect(path)["suggestion"]["encoder"] == "mae"
@@ -166,6 +175,9 @@ def test_dino_plain_vit_backbone(tmp_path, vit, x32):
     layers = vit.get_intermediate_layers(x32, 2)
     want = torch.cat([layers[0][:, 0], layers[1][:, 0], layers[1][:, 1:].mean(1)], dim=-1)
     assert close(feats(enc, x32), want.detach()) and enc.feature_protocol == "cls-last-2-blocks+avgpool"
+    whole = DINOAdapter(checkpoint=path, num_heads=2, n_last_blocks=1, grid=1).load()  # a 1x1 grid is the mean
+    assert close(feats(whole, x32), torch.cat([layers[1][:, 0], layers[1][:, 1:].mean(1)], dim=-1).detach())
+    assert whole.feature_protocol == "cls-last-1-blocks+patch-grid-1x1"
     info = inspect(path)
     assert info["suggestion"]["encoder"] == "dino" and info["architecture"]["depth"] == 2
 

@@ -116,6 +116,10 @@ def test_recipes_modelled_and_skipped_keys():
            "notes": "x"}
     specs, skipped = ae._view_specs(zoo)
     assert len(specs) == 1 and skipped  # local (smaller) crops are listed as not modelled
+    from jerc_eval.zoo.pretrain import RECIPES
+
+    specs, skipped = ae._view_specs(RECIPES["byol"])  # the zoo BYOL's background swap is named, with why
+    assert len(specs) == 2 and any(s.startswith("bg_swap_p (background swap") for s in skipped)
 
 
 def _real_cells(n=32):

@@ -29,7 +29,7 @@ def _one_line_error(err):
     (["run", "-s", "1,7"], 2, "outside 1-5"),
     (["run", "-e", "mae", "-o", "checkpoint", "/nonexistent/mae.pth"], 5, "does not exist"),
     (["run", "-e", "mae"], 2, "needs option 'checkpoint'"),
-    (["run", "-e", "zoo-mae", "-o", "pool", "max"], 2, "must be one of cls, avg"),
+    (["run", "-e", "zoo-mae", "-o", "pool", "max"], 2, "must be one of cls, avg, grid"),
     (["run", "-e", "zoo-mae", "-o", "num_heads", "three"], 2, "not a valid int"),
     (["run", "-e", "zoo-mae", "-o", "chekpoint", "x"], 2, "unknown option 'chekpoint'"),
     (["list", "encodrs"], 2, "unknown kind"),

@@ -41,9 +41,11 @@ def test_chunks_match_whole_cells():
     images = rng.integers(0, 255, size=(11, 32, 32, 3), dtype=np.uint8)
     cells = [("gaussian_noise", 2), ("contrast", 4)]
     whole = dict(corrupt_cells(ImageNetC(), images, cells, run_seed=3, workers=1))
-    for workers, chunk, task in ((1, 4, 3), (2, 3, 1), (2, 100, 4)):
+    for workers, chunk, task, overlap in ((1, 4, 3, True), (2, 3, 1, True), (2, 100, 4, True), (2, 4, 250, False),
+                                          (2, 100, 250, False)):
         got: dict = {}
-        for cell, a, b, imgs in corrupt_chunks(ImageNetC(), images, cells, 3, workers, chunk=chunk, task=task):
+        for cell, a, b, imgs in corrupt_chunks(ImageNetC(), images, cells, 3, workers, chunk=chunk, task=task,
+                                               overlap=overlap):
             assert len(imgs) == b - a <= chunk
             got.setdefault(cell, []).append((a, imgs))
         assert list(got) == cells

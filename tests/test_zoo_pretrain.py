@@ -17,39 +17,55 @@ def small():
     return pd.build_split("train", n=128)
 
 
+@pytest.fixture(scope="module")
+def lay():
+    """The digit layers of ``small`` and a few background crops: the JE recipes swap backgrounds."""
+    return P.Layers(pd.build_layers("train", n=128), pd.background_bank(16), 32)
+
+
 def _tiny(**kw):
     return {"epochs": 1, "warmup_epochs": 1, **kw}
 
 
 @pytest.mark.parametrize("method", ["mae", "dino", "byol"])
-def test_same_seed_same_weights(small, method):
-    a = P.train_method(method, small.images, 3, _tiny(), log=lambda _m: None)[1]
-    b = P.train_method(method, small.images, 3, _tiny(), log=lambda _m: None)[1]
+def test_same_seed_same_weights(small, lay, method):
+    a = P.train_method(method, small.images, 3, _tiny(), log=lambda _m: None, layers=lay)[1]
+    b = P.train_method(method, small.images, 3, _tiny(), log=lambda _m: None, layers=lay)[1]
     a, b = a.get("model", a), b.get("model", b)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    c = P.train_method(method, small.images, 4, _tiny(), log=lambda _m: None)[1]
+    c = P.train_method(method, small.images, 4, _tiny(), log=lambda _m: None, layers=lay)[1]
     c = c.get("model", c)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 @pytest.mark.parametrize("method", ["mae", "dino", "byol"])
-def test_init_continues_from_the_shipped_checkpoint(small, method):
+def test_init_continues_from_the_shipped_checkpoint(small, lay, method):
     state = torch.load(WEIGHTS_DIR / P.CONFIGS[method]["file"], map_location="cpu", weights_only=True)
-    enc, saved, stats = P.train_method(method, small.images, 0, _tiny(lr=1e-9), log=lambda _m: None, init=state)
+    enc, saved, stats = P.train_method(method, small.images, 0, _tiny(lr=1e-9), log=lambda _m: None, init=state,
+                                       layers=lay)
     ref = state.get("model", state)
     own = enc.state_dict()
     floats = [k for k in own if own[k].is_floating_point() and "running" not in k and k in ref]
     assert floats
     # a learning rate of ~0: the encoder is still the checkpoint (BatchNorm statistics aside)
     assert max(float((own[k] - ref[k]).abs().max()) for k in floats) < 1e-4
-    fresh = P.train_method(method, small.images, 0, _tiny(lr=1e-9), log=lambda _m: None)[0].state_dict()
+    fresh = P.train_method(method, small.images, 0, _tiny(lr=1e-9), log=lambda _m: None,
+                           layers=lay)[0].state_dict()
     assert max(float((fresh[k] - ref[k]).abs().max()) for k in floats) > 1e-2
 
 
-def test_init_that_does_not_fit_is_refused(small):
+def test_init_that_does_not_fit_is_refused(small, lay):
     with pytest.raises(ValueError, match="does not fit"):
-        P.train_method("byol", small.images, 0, _tiny(), log=lambda _m: None, init={"nonsense.weight": torch.ones(1)})
+        P.train_method("byol", small.images, 0, _tiny(), log=lambda _m: None, init={"nonsense.weight": torch.ones(1)},
+                       layers=lay)
+
+
+def test_byol_swaps_backgrounds_and_needs_the_layers(small):
+    assert all(v["bg_swap_p"] == P.SWAP_P for v in P.RECIPES["byol"]["views"])
+    assert not any(v.get("bg_swap_p") for m in ("mae", "dino") for v in P.RECIPES[m]["views"])
+    with pytest.raises(ValueError, match="layers"):
+        P.train_method("byol", small.images, 0, _tiny(), log=lambda _m: None)
 
 
 def test_background_swap_re_renders_the_digit():
@@ -74,7 +90,7 @@ def test_background_swap_re_renders_the_digit():
 
 
 @pytest.mark.parametrize("method", ["mae", "byol"])
-def test_on_epoch_sees_the_encoder_and_changes_nothing(small, method):
+def test_on_epoch_sees_the_encoder_and_changes_nothing(small, lay, method):
     seen = []
 
     def on_epoch(epoch, enc):
@@ -82,8 +98,26 @@ def test_on_epoch_sees_the_encoder_and_changes_nothing(small, method):
         with torch.no_grad():
             seen.append((epoch, enc(torch.zeros(2, 3, 32, 32)).shape))
 
-    a = P.train_method(method, small.images, 5, _tiny(epochs=2), log=lambda _m: None, on_epoch=on_epoch)[1]
-    b = P.train_method(method, small.images, 5, _tiny(epochs=2), log=lambda _m: None)[1]
+    a = P.train_method(method, small.images, 5, _tiny(epochs=2), log=lambda _m: None, on_epoch=on_epoch,
+                       layers=lay)[1]
+    b = P.train_method(method, small.images, 5, _tiny(epochs=2), log=lambda _m: None, layers=lay)[1]
     assert [e for e, _ in seen] == [1, 2]
     a, b = a.get("model", a), b.get("model", b)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sinkhorn_knopp_targets_use_every_prototype_equally():
+    g = torch.Generator().manual_seed(0)
+    logits = (0.3 * torch.randn(64, 16, generator=g) + 1.2 * (torch.arange(16) == 0)) / 0.04
+    soft = logits.softmax(-1).mean(0)
+    assert float(soft[0]) > 0.9  # a teacher that sends almost every image to one prototype
+    q = P.sinkhorn_knopp(logits, iters=3)
+    assert q.shape == (64, 16) and torch.allclose(q.sum(1), torch.ones(64), atol=1e-5)
+    usage = q.mean(0)  # pushed towards equipartition over the batch
+    assert float(usage[0]) < 0.2
+    exact = P.sinkhorn_knopp(logits, iters=200).mean(0)
+    assert torch.allclose(exact, torch.full((16,), 1 / 16), atol=2e-3)
+    # and DINO trains with it in place of the EMA centering
+    sd = P.train_method("dino", pd.build_split("train", n=128).images, 0, _tiny(centering="sinkhorn_knopp"),
+                        log=lambda _m: None)[1]
+    assert all(torch.isfinite(v).all() for v in sd.values())

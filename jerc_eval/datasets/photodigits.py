@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 
 VERSION = "1"
-IMAGE_SIZE = 64
+IMAGE_SIZE = 64  # the render
 NUM_CLASSES = 10
 CLASS_NAMES = tuple(str(i) for i in range(10))
 DEFAULT_SIZES = {"train": 6000, "test": 2000}
@@ -144,11 +144,14 @@ def _compose(rng: np.random.Generator, digit: np.ndarray, size: int) -> np.ndarr
     return composite(*_layers(rng, digit, size))
 
 
-def build_split(split: str, n: int | None = None, seed: int = 0, size: int = IMAGE_SIZE) -> Split:
+def build_split(split: str, n: int | None = None, seed: int = 0, size: int = IMAGE_SIZE,
+                stored_size: int | None = None) -> Split:
     """Render one split deterministically.
 
     Images cycle through the split's digit pool in a seeded permutation so every digit sample is used about
-    equally often; each use gets its own background, scale, rotation, position and colour.
+    equally often; each use gets its own background, scale, rotation, position and colour. ``stored_size``
+    (smaller than ``size``) downsamples the render with the encoders' own resize (:func:`downsample`), so the
+    stored images are the pixels a zoo encoder sees (up to rounding to uint8).
     """
     if split not in DEFAULT_SIZES:
         raise ValueError(f"unknown split {split!r}; use one of {sorted(DEFAULT_SIZES)}")
@@ -158,6 +161,8 @@ def build_split(split: str, n: int | None = None, seed: int = 0, size: int = IMA
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, size])
     order = np.concatenate([rng.permutation(pool) for _ in range(n // len(pool) + 1)])[:n]
     images = np.stack([_compose(rng, digits[i], size) for i in order])
+    if stored_size is not None and stored_size != size:
+        images = downsample(images, stored_size)
     return Split(images=images, labels=target[order].copy(), digit_ids=order.astype(np.int64))
 
 
@@ -185,11 +190,27 @@ def background_bank(n: int, seed: int = 0, size: int = IMAGE_SIZE) -> np.ndarray
     return np.stack([_background_crop(rng, size) for _ in range(n)])
 
 
-def provenance() -> dict:
+def downsample(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 NHWC -> uint8 NHWC at ``size`` px through ``jerc_eval.features.resize`` (antialiased bicubic, the
+    resize evaluation and zoo pretraining apply), rounded to the nearest grey level."""
+    import torch
+
+    from ..features import resize
+
+    out = []
+    for i in range(0, len(images), 1000):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + 1000])).permute(0, 3, 1, 2).float().div_(255.0)
+        y = resize(x, size).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        out.append(y.permute(0, 2, 3, 1).contiguous().numpy())
+    return np.concatenate(out)
+
+
+def provenance(stored_size: int = IMAGE_SIZE) -> dict:
     return {
         "name": "photodigits",
         "version": VERSION,
-        "image_size": IMAGE_SIZE,
+        "render_size": IMAGE_SIZE,
+        "image_size": stored_size,
         "digits": "sklearn.datasets.load_digits (UCI optical recognition of handwritten digits, 1,797 8x8 scans)",
         "backgrounds": [f"skimage.data.{n}" for n in _SKIMAGE_COLOR + _SKIMAGE_GRAY]
         + ["sklearn china.jpg", "sklearn flower.jpg"],

@@ -24,9 +24,12 @@ def _fingerprint(*arrays: np.ndarray) -> str:
 
 class PhotoDigits(Dataset):
     name = "photodigits"
-    description = ("Embedded default: scikit-learn handwritten digits composited on bundled photographs, 64 px, "
-                   "10 classes, 6,000 train / 2,000 test (no download)")
+    description = ("Embedded default: scikit-learn handwritten digits composited on bundled photographs, 32 px "
+                   "(rendered at 64), 10 classes, 6,000 train / 2,000 test (no download)")
     options = {
+        "image_size": Option(int, 32, "32: the zoo encoders' input (the 64 px render downsampled as the encoders "
+                                      "resize; corruptions then use CIFAR-10-C's table) or 64: the render itself "
+                                      "(ImageNet-C's table)", choices=(32, 64)),
         "train_size": Option(int, 6000, "number of train images"),
         "test_size": Option(int, 2000, "number of test images (2,000 gives ~±2 point 95% intervals)"),
         "render_seed": Option(int, 0, "seed of the rendering; fixed so every run sees the same images"),
@@ -40,14 +43,15 @@ class PhotoDigits(Dataset):
         return LoadedDataset(train=ImageSet(arrays["x_train"], arrays["y_train"]),
                              test=ImageSet(arrays["x_test"], arrays["y_test"]), class_names=pd.CLASS_NAMES,
                              fingerprint=_fingerprint(*arrays.values()),
-                             provenance={**pd.provenance(), **self.opts})
+                             provenance={**pd.provenance(self.opts["image_size"]), **self.opts})
 
 
 def _cached_render(cache: Path, version: str, opts: dict) -> dict[str, np.ndarray]:
     """Render once and keep the arrays under the cache directory (rendering takes ~10 s)."""
     from ..datasets import photodigits as pd
 
-    key = f"photodigits-v{version}-{opts['train_size']}-{opts['test_size']}-seed{opts['render_seed']}.npz"
+    key = (f"photodigits-v{version}-{opts['train_size']}-{opts['test_size']}-seed{opts['render_seed']}"
+           f"-{opts['image_size']}px.npz")
     path = cache / "datasets" / key
     if path.exists():
         try:
@@ -55,8 +59,8 @@ def _cached_render(cache: Path, version: str, opts: dict) -> dict[str, np.ndarra
                 return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
         except (OSError, ValueError, KeyError):
             pass  # damaged cache entry: render again
-    tr = pd.build_split("train", opts["train_size"], opts["render_seed"])
-    te = pd.build_split("test", opts["test_size"], opts["render_seed"])
+    tr = pd.build_split("train", opts["train_size"], opts["render_seed"], stored_size=opts["image_size"])
+    te = pd.build_split("test", opts["test_size"], opts["render_seed"], stored_size=opts["image_size"])
     arrays = {"x_train": tr.images, "y_train": tr.labels, "x_test": te.images, "y_test": te.labels}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

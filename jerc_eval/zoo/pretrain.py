@@ -35,6 +35,10 @@ from ..models.vit import Block
 from .augment import apply_view, to_float
 from .probe import PROBE, linear_probe
 
+# Background swap (Ryali et al., ICML 2021, "background augmentations"): each JE view is re-rendered over another
+# photograph crop with this probability, the digit layer kept; the renderer's exact digit mask stands in for the
+# saliency masks used on real photos. It removes the background as a cue the two views share (docs/zoo.md).
+SWAP_P = 0.8
 _PHOTO = dict(color_jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, grayscale_p=0.2)
 
 RECIPES: dict[str, dict] = {
@@ -56,11 +60,12 @@ RECIPES: dict[str, dict] = {
     "byol": {
         "views": [
             dict(size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=1.0, blur_sigma=[0.1, 1.0],
-                 solarize_p=0.0, hflip_p=0.0),
+                 solarize_p=0.0, hflip_p=0.0, bg_swap_p=SWAP_P),
             dict(size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.1, blur_sigma=[0.1, 1.0],
-                 solarize_p=0.2, hflip_p=0.0),
+                 solarize_p=0.2, hflip_p=0.0, bg_swap_p=SWAP_P),
         ],
-        "notes": "BYOL: two asymmetric 32px views (blur/solarisation as in the paper, scaled to 32px)",
+        "notes": "BYOL: two asymmetric 32px views (blur/solarisation as in the paper, scaled to 32px); "
+                 "background swap (p 0.8) on each view",
     },
 }
 
@@ -192,6 +197,22 @@ class DINOHead(nn.Module):
         return self.last_layer(F.normalize(self.mlp(x), dim=-1))
 
 
+@torch.no_grad()
+def sinkhorn_knopp(logits: torch.Tensor, iters: int = 3) -> torch.Tensor:
+    """Teacher targets with equal use of the K prototypes over the batch (DINOv2's Sinkhorn-Knopp centering, as
+    in SwAV): alternately normalise the (K, B) matrix exp(logits).T over prototypes and over samples; returns
+    (B, K) rows that sum to 1. Replaces DINO's EMA centering, which a small batch lets collapse to uniform."""
+    q = torch.exp(logits - logits.max()).t()
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iters):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    return (q * b).t()
+
+
 class MultiCropWrapper(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
@@ -310,7 +331,8 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
             _load_init(model, init.get("model", init), method)
         params = _param_groups(model)
     elif method == "dino":
-        student = MultiCropWrapper(build(cfg["arch"]), DINOHead(arch_kwargs["embed_dim"], cfg["out_dim"],
+        backbone = build(cfg["arch"])  # a ViT, or a ResNet as in DINO's ResNet-50 release
+        student = MultiCropWrapper(backbone, DINOHead(backbone.num_features, cfg["out_dim"],
                                                                 cfg["head_hidden"], cfg["head_bottleneck"],
                                                                 cfg.get("norm_last_layer", True),
                                                                 cfg.get("use_bn_in_head", False)))
@@ -367,7 +389,10 @@ def train_method(method: str, train_images: np.ndarray, seed: int, cfg: dict | N
                 s_out = student(crops)
                 tt = (cfg["teacher_temp"][0] + (cfg["teacher_temp"][1] - cfg["teacher_temp"][0])
                       * min(1.0, epoch / max(1, cfg["teacher_temp_warmup_epochs"])))
-                t_soft = F.softmax((t_out - center) / tt, dim=-1).chunk(2)
+                if cfg.get("centering", "ema") == "sinkhorn_knopp":
+                    t_soft = sinkhorn_knopp(t_out / tt, cfg.get("sk_iters", 3)).chunk(2)
+                else:
+                    t_soft = F.softmax((t_out - center) / tt, dim=-1).chunk(2)
                 s_logp = F.log_softmax(s_out / cfg["student_temp"], dim=-1).chunk(len(crops))
                 loss, terms = 0.0, 0
                 for iq, q in enumerate(t_soft):

@@ -63,16 +63,10 @@ def extract(encoder: LoadedEncoder, images: np.ndarray, batch_size: int = 256, d
     import torch
 
     module = encoder.module.to(device).eval()
-    # convolutional networks run ~15-20 % faster on the CPU in channels-last layout (oneDNN's NHWC kernels,
-    # benchmarks/bench_default_run.py); a ViT's one patch convolution gains nothing from it
-    nhwc = device == "cpu" and sum(isinstance(m, torch.nn.Conv2d) for m in module.modules()) > 1
-    if nhwc:
-        module = module.to(memory_format=torch.channels_last)
     outs = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = to_input(images[start:start + batch_size], encoder.preprocess, device)
-            feats = module(x.contiguous(memory_format=torch.channels_last) if nhwc else x)
+            feats = module(to_input(images[start:start + batch_size], encoder.preprocess, device))
             outs.append(feats.float().flatten(1).to(torch.float16).cpu().numpy())
     return np.concatenate(outs).astype(np.float32)
 

@@ -69,7 +69,9 @@ def fit_logreg(features: np.ndarray, labels: np.ndarray, num_classes: int, *, c_
     """Choose C on a held-out split, refit on everything; returns the model and its hyperparameters."""
     import torch
 
-    dtype = torch.float64 if device == "cpu" else torch.float32
+    # float32 on every device: on the CPU a 6-point C sweep on 6,000 x 480 zoo features took 4.3 s instead of
+    # 13.8 s in float64, with held-out accuracies within 0.2 points (tests/test_probes.py: parity with scikit-learn)
+    dtype = torch.float32
     x_all = torch.as_tensor(features, dtype=dtype, device=device)
     y_all = torch.as_tensor(labels, dtype=torch.long, device=device)
     mean, std = x_all.mean(0), x_all.std(0).clamp_min(1e-6)
@@ -196,7 +198,7 @@ def fit_sgd_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, 
 # ------------------------------------------------------------------------------------ fitted-probe cache
 # Bump when fit_logreg / fit_sgd_head (or the models' predict) change what a fit returns: every cached fit is
 # then refitted. Part of every probe-cache key, with the probe's own ``version`` class attribute.
-PROBE_IMPL_VERSION = 1
+PROBE_IMPL_VERSION = 2  # 2: float32 on the CPU too
 _CACHE_FORMAT = "jerc-eval/fitted-probe"
 
 

@@ -30,7 +30,9 @@ class ViTFeatures(nn.Module):
             b, n, d = patches.shape
             side = int(round(n ** 0.5))
             if side * side != n:
-                raise ValueError(f"the grid readout needs a square patch map, got {n} patch tokens; resize the "
+                from .errors import UsageError
+
+                raise UsageError(f"the grid readout needs a square patch map, got {n} patch tokens; resize the "
                                  f"images to a square input (-o image_size N)")
             fmap = patches.transpose(1, 2).reshape(b, d, side, side)
             parts.append(nn.functional.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2).flatten(1))

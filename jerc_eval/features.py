@@ -59,15 +59,35 @@ def to_input(images: np.ndarray, pre: Preprocess, device: str) -> Any:
 
 
 def extract(encoder: LoadedEncoder, images: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
-    """Run the encoder over uint8 NHWC images; returns (N, D) float32 features rounded through float16."""
+    """Run the encoder over uint8 NHWC images; returns (N, D) float32 features rounded through float16.
+
+    On a CPU with more than one torch thread the batches run side by side, one per thread, each on a single
+    thread (inter-op instead of intra-op parallelism): the zoo's small encoders use two cores this way about
+    twice as well (``benchmarks/bench_extract.py``). Every batch is the same slice either way and is computed on
+    one thread, so the features do not depend on which thread ran it.
+    """
     import torch
 
     module = encoder.module.to(device).eval()
-    outs = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
+    starts = list(range(0, len(images), batch_size))
+
+    def one(start: int) -> np.ndarray:
+        with torch.inference_mode():  # thread-local: entered in the thread that runs the batch
             feats = module(to_input(images[start:start + batch_size], encoder.preprocess, device))
-            outs.append(feats.float().flatten(1).to(torch.float16).cpu().numpy())
+            return feats.float().flatten(1).to(torch.float16).cpu().numpy()
+
+    threads = torch.get_num_threads()
+    if device != "cpu" or threads < 2 or len(starts) < 2:
+        outs = [one(s) for s in starts]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+                outs = list(pool.map(one, starts))
+        finally:
+            torch.set_num_threads(threads)
     return np.concatenate(outs).astype(np.float32)
 
 

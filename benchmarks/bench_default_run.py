@@ -2,7 +2,9 @@
 
 Cold: an empty cache (dataset rendered, every corrupted test set computed, every feature extracted).
 Warm: the same command again (dataset and features come from the cache).
-Reference: the bare forward of the same encoders over the same number of images (what no evaluation can beat).
+Reference: the bare forward of the same encoders over the same number of images, as a plain loop over batches
+(intra-op threads), and as ``jerc_eval.features.extract`` runs it (batches side by side, one thread each): the
+floor of any run that encodes every image.
 
     python benchmarks/bench_default_run.py [--out benchmarks/results/bench_default_run.json]
 """
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_extract
 
 def timed_run(cache: Path, out: Path) -> float:
     env = dict(os.environ, JERC_EVAL_CACHE=str(cache), HF_HUB_OFFLINE="1")
@@ -29,22 +32,26 @@ def timed_run(cache: Path, out: Path) -> float:
 
 
 def bare_forward(n_images: int, size: int) -> dict[str, float]:
+    """Seconds for the plain forward loop (intra-op threads, as ``for batch: model(batch)``) of each zoo encoder,
+    and for ``jerc_eval.features.extract`` (batches side by side on single-threaded workers), scaled to
+    ``n_images`` from 2,000 random images."""
     import numpy as np
     import torch
 
+    from bench_extract import bare_forward as plain_loop
     from jerc_eval.features import extract
     from jerc_eval.plugins import create_host
 
     host = create_host(entry_points=False)
     images = np.random.default_rng(0).integers(0, 256, size=(2000, size, size, 3), dtype=np.uint8)
-    out = {}
+    out: dict[str, float] = {}
     for name in ("zoo-mae", "zoo-dino", "zoo-byol"):
         enc = host.registry("encoders").get(name)().load()
         extract(enc, images[:256])
-        t = time.perf_counter()
-        extract(enc, images)
-        per_image = (time.perf_counter() - t) / len(images)
-        out[name] = per_image * n_images
+        for label, fn in ((name, lambda: plain_loop(enc, images, 256)), (f"{name} extract", lambda: extract(enc, images))):
+            t = time.perf_counter()
+            fn()
+            out[label] = (time.perf_counter() - t) / len(images) * n_images
     out["threads"] = torch.get_num_threads()
     return out
 
@@ -69,14 +76,17 @@ def main() -> None:
     n_cells = len(doc["suite"]["corruptions"]) * len(doc["suite"]["severities"])
     n_images = doc["dataset"]["n_test"] * n_cells + doc["dataset"]["n_train"] + doc["dataset"]["n_test"]
     bare = bare_forward(n_images, int(doc["dataset"]["image_size"][0]))
-    bare_total = sum(v for k, v in bare.items() if k.startswith("zoo-"))
+    bare_total = sum(v for k, v in bare.items() if k.startswith("zoo-") and not k.endswith(" extract"))
+    extract_total = sum(v for k, v in bare.items() if k.endswith(" extract"))
     result = {
         "benchmark": "default run (jerc-eval run)", "machine": platform.platform(), "cpus": os.cpu_count(),
         "cells": n_cells, "images_per_encoder": n_images,
         "cold_s": round(cold, 1), "warm_s": round(warm, 1),
         "bare_forward_s": {k: round(v, 1) if isinstance(v, float) else v for k, v in bare.items()},
         "bare_forward_total_s": round(bare_total, 1),
+        "extract_total_s": round(extract_total, 1),
         "cold_over_bare_forward": round(cold / bare_total, 2),
+        "cold_over_extract": round(cold / extract_total, 2),
         "cold_run_timing": {k: round(v, 1) for k, v in cold_timing.items()},
         "warm_run_timing": {k: round(v, 2) for k, v in doc["timing"].items()},
     }
@@ -84,6 +94,7 @@ def main() -> None:
     print(f"{'cold run (empty cache)':<34}{cold:>10.1f}")
     print(f"{'warm run (cached)':<34}{warm:>10.1f}")
     print(f"{'bare forward, 3 encoders':<34}{bare_total:>10.1f}   ({n_images} images each)")
+    print(f"{'features.extract, 3 encoders':<34}{extract_total:>10.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -16,10 +16,12 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_corruptions import _time as best_of  # noqa: E402  (best of N wall-clock timings)
 
 DEFAULT_RUN_IMAGES = 158_000  # per encoder: 75 corrupted cells x 2,000 + clean train and test
 
@@ -37,15 +39,6 @@ def bare_forward(encoder, images, batch_size: int):
             outs.append(module(to_input(images[start:start + batch_size], encoder.preprocess, "cpu"))
                         .float().flatten(1).to(torch.float16).numpy())
     return np.concatenate(outs).astype(np.float32)
-
-
-def best_of(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:

@@ -226,6 +226,24 @@ def test_dino_resnet50_backbone(tmp_path, resnet50):
     assert info["architecture"]["name"] == "resnet50" and info["suggestion"]["encoder"] == "dino"
 
 
+@pytest.mark.parametrize("opt", [{"grid": 2}, {"avgpool": True}, {"n_last_blocks": 4}])
+def test_dino_vit_readout_options_on_a_resnet_are_an_error(tmp_path, basic_resnet, opt):
+    path = tmp_path / "dino_resnet_small.pth"
+    torch.save(basic_resnet.state_dict(), path)
+    (key, value), = opt.items()
+    with pytest.raises(UsageError, match=f"-o {key} {value} reads out a ViT, but this DINO checkpoint is a ResNet"):
+        DINOAdapter(checkpoint=path, **opt).load()
+
+
+def test_zoo_dino_is_a_resnet_read_at_its_pretraining_size():
+    from jerc_eval.default_plugins.encoders import ZooDINO
+
+    enc = ZooDINO().load()
+    assert enc.arch.startswith("resnet") and enc.feature_protocol == "global-avgpool"
+    assert enc.preprocess.input_size == ZooDINO().entry()["hyperparameters"]["input_size"] == 32
+    assert ZooDINO(image_size=48).load().preprocess.input_size == 48
+
+
 # ==================================================================================================== BYOL
 def test_byol_torchvision_layout_with_and_without_fc(tmp_path, basic_resnet, bottleneck, x32):
     plain = tmp_path / "byol_r18.pth"

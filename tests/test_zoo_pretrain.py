@@ -61,11 +61,23 @@ def test_init_that_does_not_fit_is_refused(small, lay):
                        layers=lay)
 
 
-def test_byol_swaps_backgrounds_and_needs_the_layers(small):
-    assert all(v["bg_swap_p"] == P.SWAP_P for v in P.RECIPES["byol"]["views"])
-    assert not any(v.get("bg_swap_p") for m in ("mae", "dino") for v in P.RECIPES[m]["views"])
+@pytest.mark.parametrize("method", ["dino", "byol"])
+def test_je_recipes_swap_backgrounds_and_need_the_layers(small, method):
+    assert all(v["bg_swap_p"] == P.SWAP_P for v in P.RECIPES[method]["views"])
     with pytest.raises(ValueError, match="layers"):
-        P.train_method("byol", small.images, 0, _tiny(), log=lambda _m: None)
+        P.train_method(method, small.images, 0, _tiny(), log=lambda _m: None)
+
+
+def test_mae_sees_the_images_as_they_are():
+    assert not any(v.get("bg_swap_p") for v in P.RECIPES["mae"]["views"])
+
+
+def test_dino_keeps_many_more_prototypes_than_bottleneck_dimensions():
+    """With K not far above the bottleneck width the student can output a uniform distribution for every input
+    (all prototypes at the same angle to one direction): the collapse the ViT pilots hit (docs/zoo.md)."""
+    cfg = P.CONFIGS["dino"]
+    assert cfg["out_dim"] >= 32 * cfg["head_bottleneck"]
+    assert P.RECIPES["dino"]["views"] and all(v["size"] == cfg["input_size"] for v in P.RECIPES["dino"]["views"])
 
 
 def test_background_swap_re_renders_the_digit():
@@ -106,7 +118,7 @@ def test_on_epoch_sees_the_encoder_and_changes_nothing(small, lay, method):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sinkhorn_knopp_targets_use_every_prototype_equally():
+def test_sinkhorn_knopp_targets_use_every_prototype_equally(lay):
     g = torch.Generator().manual_seed(0)
     logits = (0.3 * torch.randn(64, 16, generator=g) + 1.2 * (torch.arange(16) == 0)) / 0.04
     soft = logits.softmax(-1).mean(0)
@@ -119,5 +131,5 @@ def test_sinkhorn_knopp_targets_use_every_prototype_equally():
     assert torch.allclose(exact, torch.full((16,), 1 / 16), atol=2e-3)
     # and DINO trains with it in place of the EMA centering
     sd = P.train_method("dino", pd.build_split("train", n=128).images, 0, _tiny(centering="sinkhorn_knopp"),
-                        log=lambda _m: None)[1]
+                        log=lambda _m: None, layers=lay)[1]
     assert all(torch.isfinite(v).all() for v in sd.values())

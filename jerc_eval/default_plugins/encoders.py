@@ -327,9 +327,17 @@ class DINOAdapter(_ViTAdapter):
 
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
         if "conv1.weight" in sd:  # dino_resnet50_pretrain.pth
+            vit_only = [f"-o {k} {self.opts[k]}" for k, v in (("n_last_blocks", 1), ("avgpool", False), ("grid", 0))
+                        if self.opts[k] != v]
+            if vit_only:
+                raise UsageError(f"{', '.join(vit_only)} reads out a ViT, but this DINO checkpoint is a ResNet "
+                                 f"(read out by global average pooling); drop the option")
             model, kw = _build_resnet(sd)
-            return model, model, _arch_name("resnet", kw), "global-avgpool", self.preprocess(self.opts["image_size"] or 224)
+            return model, model, _arch_name("resnet", kw), "global-avgpool", self.preprocess(self.resnet_size())
         return super().build(sd)
+
+    def resnet_size(self) -> int:
+        return self.opts["image_size"] or 224  # DINO's ResNet-50 was trained on 224 px crops
 
     def features(self, vit: Any) -> tuple[Any, str]:
         from ..feature_heads import ViTFeatures
@@ -457,6 +465,10 @@ class _ZooMixin:
     def checkpoint_path(self) -> Path:
         return zoo_file(self.zoo_filename)
 
+    def native_size(self) -> int:
+        """The input size the zoo encoder was pretrained at (zoo.json)."""
+        return int(self.entry().get("hyperparameters", {}).get("input_size", 32))
+
     def augmentation(self) -> dict:
         return dict(self.entry().get("augmentation", {}), source="jerc-eval zoo (jerc_eval/zoo/weights/zoo.json)")
 
@@ -479,15 +491,14 @@ class ZooMAE(_ZooMixin, MAEAdapter):
 
 class ZooDINO(_ZooMixin, DINOAdapter):
     name = "zoo-dino"
-    description = "Reference zoo: DINO ViT pretrained on PhotoDigits (ships with jerc-eval)"
-    # the same readout as zoo-mae ([CLS] + patch tokens pooled to a 2x2 map), so the two ViTs differ only in how
-    # they were pretrained; DINO's own protocols (-o n_last_blocks 4 -o avgpool true -o grid 0) probe lower here
-    # (docs/zoo.md)
-    options = {**_zoo_options(DINOAdapter.options),
-               "n_last_blocks": Option(int, 1, "concatenate the [CLS] of the last n blocks"),
-               "avgpool": Option(bool, False, "also append the mean of the last block's patch tokens"),
-               "grid": Option(int, 2, "also append the last block's patch tokens pooled to a grid x grid map (0: no)")}
-    zoo_key, zoo_filename = "dino_vit_zoo", "dino_vitzoo_pretrain.pth"
+    description = "Reference zoo: DINO ResNet pretrained on PhotoDigits (ships with jerc-eval)"
+    # a ResNet, like DINO's ResNet-50 release: the ViT-only readout options stay (they fail on a ResNet with a
+    # one-line error), so a zoo built with a DINO ViT loads through the same class
+    options = _zoo_options(DINOAdapter.options)
+    zoo_key, zoo_filename = "dino_resnet_zoo", "dino_resnetzoo_pretrain.pth"
+
+    def resnet_size(self) -> int:
+        return self.opts["image_size"] or self.native_size()
 
 
 class ZooBYOL(_ZooMixin, BYOLAdapter):
@@ -497,8 +508,7 @@ class ZooBYOL(_ZooMixin, BYOLAdapter):
     zoo_key, zoo_filename = "byol_resnet_zoo", "byol_resnet_zoo.pth"
 
     def preprocess(self) -> Preprocess:
-        size = self.opts["image_size"] or int(self.entry().get("hyperparameters", {}).get("input_size", 32))
-        return Preprocess(size, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
+        return Preprocess(self.opts["image_size"] or self.native_size(), IMAGENET_MEAN, IMAGENET_STD, "bicubic")
 
 
 @hookimpl

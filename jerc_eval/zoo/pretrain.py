@@ -7,8 +7,10 @@ Three encoders, each trained with its method's real objective:
 * MAE  (reconstruction, RC): ViT encoder on the visible 25% of patches, light transformer decoder, MSE on
   per-patch normalised pixels of the masked patches. Saved as ``mae_pretrain_vit_zoo.pth`` =
   ``{"model": state_dict}`` with the encoder's timm keys plus MAE's official decoder keys.
-* DINO (joint embedding, JE): student/teacher ViT + DINO head (MLP, weight-normalised last layer), EMA teacher,
-  centering + sharpening, multi-crop. Saved as ``dino_vitzoo_pretrain.pth`` = teacher backbone state dict.
+* DINO (joint embedding, JE): student/teacher ResNet + DINO head (MLP with BatchNorm as in DINO's ResNet-50
+  run, weight-normalised last layer over 4,096 prototypes), EMA teacher, centering + sharpening, two global
+  crops. Saved as ``dino_resnetzoo_pretrain.pth`` = teacher backbone state dict (the layout of
+  ``dino_resnet50_pretrain.pth``). ``CONFIGS["dino"]["arch"] = "vit_zoo"`` trains a DINO ViT instead.
 * BYOL (joint embedding, JE): online ResNet + projector + predictor, EMA target, symmetric normalised MSE.
   Saved as ``byol_resnet_zoo.pth`` = torchvision-layout ResNet state dict (no fc).
 
@@ -47,15 +49,16 @@ RECIPES: dict[str, dict] = {
         "notes": "MAE: random resized crop only (no colour augmentation, no flips); 75% random patch masking",
     },
     "dino": {
+        # DINO's two global crops only (its "2x224" setting, without local crops); the same asymmetric views and
+        # background swap as BYOL. Local 16 px crops made the ViT and ResNet pilots collapse (docs/zoo.md).
         "views": [
             dict(n=1, size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=1.0,
-                 blur_sigma=[0.1, 1.0], solarize_p=0.0, hflip_p=0.0),
+                 blur_sigma=[0.1, 1.0], solarize_p=0.0, hflip_p=0.0, bg_swap_p=SWAP_P),
             dict(n=1, size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.1,
-                 blur_sigma=[0.1, 1.0], solarize_p=0.2, hflip_p=0.0),
-            dict(n=4, size=16, scale=[0.1, 0.4], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=0.5,
-                 blur_sigma=[0.1, 1.0], solarize_p=0.0, hflip_p=0.0),
+                 blur_sigma=[0.1, 1.0], solarize_p=0.2, hflip_p=0.0, bg_swap_p=SWAP_P),
         ],
-        "notes": "DINO multi-crop: 2 global 32px crops (teacher+student), 4 local 16px crops (student only)",
+        "notes": "DINO: two global 32px crops (teacher and student; blur/solarisation as in DINO's global crops), "
+                 "no local crops; background swap (p 0.8) on each view",
     },
     "byol": {
         "views": [
@@ -75,9 +78,11 @@ CONFIGS: dict[str, dict] = {
     "mae": dict(arch="vit_zoo", paradigm="RC", file="mae_pretrain_vit_zoo.pth", epochs=60, batch=64, lr=1.5e-3,
                 weight_decay=0.05, warmup_epochs=4, mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
                 decoder_heads=2, norm_pix_loss=True, input_size=32),
-    "dino": dict(arch="vit_zoo", paradigm="JE", file="dino_vitzoo_pretrain.pth", epochs=60, batch=64, lr=5e-4,
-                 weight_decay=[0.04, 0.4], warmup_epochs=4, out_dim=256, head_hidden=512, head_bottleneck=128,
-                 student_temp=0.1, teacher_temp=[0.04, 0.04], teacher_temp_warmup_epochs=1,
+    # DINO on the zoo ResNet, as DINO's ResNet-50 release (BN in the head); 4,096 prototypes on a 64-d bottleneck
+    # (DINO keeps K far above the bottleneck width, or the student can turn uniform); BYOL's optimiser settings
+    "dino": dict(arch="resnet_zoo", paradigm="JE", file="dino_resnetzoo_pretrain.pth", epochs=60, batch=64,
+                 lr=2e-3, weight_decay=1e-4, warmup_epochs=4, out_dim=4096, head_hidden=512, head_bottleneck=64,
+                 use_bn_in_head=True, student_temp=0.1, teacher_temp=[0.04, 0.04], teacher_temp_warmup_epochs=1,
                  center_momentum=0.9, momentum=[0.99, 1.0], clip_grad=3.0, freeze_last_layer_epochs=1,
                  input_size=32),
     "byol": dict(arch="resnet_zoo", paradigm="JE", file="byol_resnet_zoo.pth", epochs=60, batch=64, lr=2e-3,
@@ -529,7 +534,7 @@ def main(argv=None) -> None:
     index.update({"dataset": {"name": "photodigits", "version": pd.VERSION, "train_split": "train",
                               "probe_test_split": "test", "fingerprints": fp},
                   "probe": PROBE, "torch_version": torch.__version__, "threads": args.threads})
-    names = {"mae": "mae_vit_zoo", "dino": "dino_vit_zoo", "byol": "byol_resnet_zoo"}
+    names = {"mae": "mae_vit_zoo", "dino": "dino_resnet_zoo", "byol": "byol_resnet_zoo"}
     if args.reprobe:
         reprobe(index, out, train, test, args.seed)
         index_path.write_text(json.dumps(index, indent=1, default=list))

@@ -50,7 +50,8 @@ RECIPES: dict[str, dict] = {
     },
     "dino": {
         # DINO's two global crops only (its "2x224" setting, without local crops); the same asymmetric views and
-        # background swap as BYOL. Local 16 px crops made the ViT and ResNet pilots collapse (docs/zoo.md).
+        # background swap as BYOL. With local 16 px crops every ViT pilot collapsed; the ResNet was trained
+        # without them (docs/zoo.md).
         "views": [
             dict(n=1, size=32, scale=[0.4, 1.0], ratio=[3 / 4, 4 / 3], **_PHOTO, blur_p=1.0,
                  blur_sigma=[0.1, 1.0], solarize_p=0.0, hflip_p=0.0, bg_swap_p=SWAP_P),

@@ -48,7 +48,8 @@ def bare_forward(n_images: int, size: int) -> dict[str, float]:
     for name in ("zoo-mae", "zoo-dino", "zoo-byol"):
         enc = host.registry("encoders").get(name)().load()
         extract(enc, images[:256])
-        for label, fn in ((name, lambda: plain_loop(enc, images, 256)), (f"{name} extract", lambda: extract(enc, images))):
+        runs = ((name, lambda: plain_loop(enc, images, 256)), (f"{name} extract", lambda: extract(enc, images)))
+        for label, fn in runs:
             t = time.perf_counter()
             fn()
             out[label] = (time.perf_counter() - t) / len(images) * n_images

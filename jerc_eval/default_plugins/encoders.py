@@ -327,8 +327,8 @@ class DINOAdapter(_ViTAdapter):
 
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
         if "conv1.weight" in sd:  # dino_resnet50_pretrain.pth
-            vit_only = [f"-o {k} {self.opts[k]}" for k, v in (("n_last_blocks", 1), ("avgpool", False), ("grid", 0))
-                        if self.opts[k] != v]
+            vit_only = [f"-o {k} {self.opts[k]}" for k in ("n_last_blocks", "avgpool", "grid")
+                        if self.opts[k] != self.options[k].default]
             if vit_only:
                 raise UsageError(f"{', '.join(vit_only)} reads out a ViT, but this DINO checkpoint is a ResNet "
                                  f"(read out by global average pooling); drop the option")

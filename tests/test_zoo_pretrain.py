@@ -133,3 +133,30 @@ def test_sinkhorn_knopp_targets_use_every_prototype_equally(lay):
     sd = P.train_method("dino", pd.build_split("train", n=128).images, 0, _tiny(centering="sinkhorn_knopp"),
                         log=lambda _m: None, layers=lay)[1]
     assert all(torch.isfinite(v).all() for v in sd.values())
+
+
+def test_one_command_trains_the_schedule_then_its_warm_restarts(small, tmp_path, monkeypatch):
+    """``CONFIGS[m]["restarts"]``: the default command trains the schedule, then warm-restarts from what it saved;
+    the weights equal those of the schedule run and an ``--init-from`` continuation run as two commands, and
+    zoo.json records the whole budget."""
+    import json
+
+    cache = tmp_path / "data"
+    cache.mkdir()
+    for split, images, labels in (("train", small.images, small.labels), ("test", small.images[:64], small.labels[:64])):
+        np.save(cache / f"{split}_x.npy", images)
+        np.save(cache / f"{split}_y.npy", labels)
+    monkeypatch.setitem(P.CONFIGS, "mae", {**P.CONFIGS["mae"], "epochs": 1, "warmup_epochs": 1, "restarts": [1]})
+    common = ["--methods", "mae", "--data-cache", str(cache), "--threads", "1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    P.main(["--out", str(one), *common])
+    P.main(["--out", str(two), "--epochs", "1", *common])
+    first_sha = P._sha256(two / P.CONFIGS["mae"]["file"])
+    P.main(["--out", str(two), "--init-from", str(two), "--epochs", "1", *common])
+    a = torch.load(one / P.CONFIGS["mae"]["file"], weights_only=True)["model"]
+    b = torch.load(two / P.CONFIGS["mae"]["file"], weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    entry = json.loads((one / "zoo.json").read_text())["encoders"]["mae_vit_zoo"]
+    assert entry["epochs"] == 2 and entry["images_seen"] == 2 * (len(small.images) // 64) * 64
+    assert entry["continued_from"]["file_sha256"] == first_sha and entry["continued_from"]["epochs"] == 1
+    assert entry["hyperparameters"]["restarts"] == [1] and entry["sha256"] == P._sha256(one / entry["file"])

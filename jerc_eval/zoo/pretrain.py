@@ -495,6 +495,31 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _train_phase(method: str, epochs: int, train, test, args, layers, init: dict | None,
+                 before: dict | None) -> tuple[nn.Module, dict, dict]:
+    """One training phase of ``method`` (``init``: weights to start from, ``before``: their record); the stats cover
+    the whole budget so far (images seen, epochs, wall time, probe curve) and name the phase it continued."""
+    override = {"epochs": epochs} if epochs != CONFIGS[method]["epochs"] else None
+    if override and epochs < CONFIGS[method]["warmup_epochs"] * 2:
+        override["warmup_epochs"] = max(1, epochs // 5)
+    curve = []
+
+    def probe_epoch(epoch: int, encoder: nn.Module) -> None:
+        if args.probe_every and epoch % args.probe_every == 0:
+            curve.append([epoch + (before or {}).get("epochs", 0), linear_probe(encoder, train, test)])
+            print(f"[{method}] epoch {curve[-1][0]}: probe {curve[-1][1]:.4f}", flush=True)
+
+    enc, to_save, stats = train_method(method, train.images, args.seed, override, layers=layers, init=init,
+                                       on_epoch=probe_epoch if args.probe_every else None)
+    if before is not None:  # one record for the whole budget: earlier phases + this one
+        stats = {**stats, "continued_from": before,
+                 "images_seen": stats["images_seen"] + before["images_seen"],
+                 "epochs": stats["epochs"] + before["epochs"],
+                 "wall_seconds": round(stats["wall_seconds"] + before["wall_seconds"], 1)}
+    stats["probe_curve"] = (before or {}).get("probe_curve", []) + curve
+    return enc, to_save, stats
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="jerc_eval/zoo/weights")
@@ -541,12 +566,9 @@ def main(argv=None) -> None:
         index_path.write_text(json.dumps(index, indent=1, default=list))
         return
     for method in args.methods.split(","):
-        override = {"epochs": args.epochs} if args.epochs else None
-        if override and args.epochs < CONFIGS[method]["warmup_epochs"] * 2:
-            override["warmup_epochs"] = max(1, args.epochs // 5)
         layers = None
         if any(v.get("bg_swap_p", 0.0) for v in RECIPES[method]["views"]):
-            size = {**CONFIGS[method], **(override or {})}.get("input_size", 32)
+            size = CONFIGS[method].get("input_size", 32)
             layers = Layers(pd.build_layers("train", seed=0), pd.background_bank(BG_BANK, seed=0), size)
         init, before = None, None
         if args.init_from:
@@ -556,24 +578,18 @@ def main(argv=None) -> None:
             before = {"file_sha256": _sha256(src / CONFIGS[method]["file"]),
                       "images_seen": prev.get("images_seen", 0), "epochs": prev.get("epochs", 0),
                       "probe_curve": prev.get("probe_curve", []), "wall_seconds": prev.get("wall_seconds", 0.0)}
-        curve = []
-
-        def probe_epoch(epoch: int, encoder: nn.Module) -> None:
-            if args.probe_every and epoch % args.probe_every == 0:
-                curve.append([epoch + (before or {}).get("epochs", 0), linear_probe(encoder, train, test)])
-                print(f"[{method}] epoch {curve[-1][0]}: probe {curve[-1][1]:.4f}", flush=True)
-
-        enc, to_save, stats = train_method(method, train.images, args.seed, override, layers=layers, init=init,
-                                           on_epoch=probe_epoch if args.probe_every else None)
-        if before is not None:  # one record for the whole budget: earlier run + this one
-            stats = {**stats, "continued_from": before,
-                     "images_seen": stats["images_seen"] + before["images_seen"],
-                     "epochs": stats["epochs"] + before["epochs"],
-                     "wall_seconds": round(stats["wall_seconds"] + before["wall_seconds"], 1)}
-        stats["probe_curve"] = (before or {}).get("probe_curve", []) + curve
         path = out / CONFIGS[method]["file"]
-        torch.save(to_save, path)
-        cfg = stats.pop("config")
+        # the schedule, then each warm restart (a fresh warm-up and cosine schedule, fresh heads/projectors) from
+        # the weights the phase before saved; --epochs runs one phase of that many epochs (pilots, continuations)
+        phases = [args.epochs] if args.epochs else [CONFIGS[method]["epochs"], *CONFIGS[method].get("restarts", ())]
+        for epochs in phases:
+            enc, to_save, stats = _train_phase(method, epochs, train, test, args, layers, init, before)
+            torch.save(to_save, path)
+            init = to_save
+            before = {"file_sha256": _sha256(path), **{k: stats[k] for k in ("images_seen", "epochs",
+                                                                              "probe_curve", "wall_seconds")}}
+        phase_cfg = stats.pop("config")
+        cfg = phase_cfg if args.epochs else dict(CONFIGS[method])  # the whole schedule, restarts included
         t = time.time()
         acc = linear_probe(enc, train, test)
         torch.manual_seed(args.seed)

@@ -214,7 +214,7 @@ def test_batched_reference_path_is_bit_identical(name, params):
 
 
 def test_batched_reference_zoom_chunks_large_batches(monkeypatch):
-    monkeypatch.setattr(reference, "_STACK_VALUES", 32 * 32 * 3 * 2)  # two images per call
+    monkeypatch.setattr(reference, "_ZOOM_VALUES", 32 * 32 * 3 * 2)  # two images per call
     imgs = np.random.default_rng(3).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     got = reference.corrupt_batch(imgs, "zoom_blur", 5, np.zeros(5, dtype=np.int64), "cifar10")
     want = np.stack([reference.corrupt_one(im, "zoom_blur", 5, 0, "cifar10") for im in imgs])

@@ -1,4 +1,4 @@
-"""Time the default run (`jerc-eval run`, no arguments) cold and warm, against the bare encoder forward.
+r"""Time the default run (`jerc-eval run`, no arguments) cold and warm, against the bare encoder forward.
 
 Cold: an empty cache (dataset rendered, every corrupted test set computed, every feature extracted).
 Warm: the same command again (dataset and features come from the cache).
@@ -7,7 +7,8 @@ Reference: the bare forward of the same encoders over the same number of images,
 floor of any run that encodes every image.
 
     python benchmarks/bench_default_run.py [--out benchmarks/results/bench_default_run.json]
-    python benchmarks/bench_default_run.py --run-args "--backend fast" --out benchmarks/results/bench_default_run_fast.json
+    python benchmarks/bench_default_run.py --run-args "--backend fast" --no-bare \
+        --out benchmarks/results/bench_default_run_fast.json
 """
 from __future__ import annotations
 

@@ -143,7 +143,8 @@ def test_one_command_trains_the_schedule_then_its_warm_restarts(small, tmp_path,
 
     cache = tmp_path / "data"
     cache.mkdir()
-    for split, images, labels in (("train", small.images, small.labels), ("test", small.images[:64], small.labels[:64])):
+    splits = (("train", small.images, small.labels), ("test", small.images[:64], small.labels[:64]))
+    for split, images, labels in splits:
         np.save(cache / f"{split}_x.npy", images)
         np.save(cache / f"{split}_y.npy", labels)
     monkeypatch.setitem(P.CONFIGS, "mae", {**P.CONFIGS["mae"], "epochs": 1, "warmup_epochs": 1, "restarts": [1]})

@@ -70,7 +70,7 @@ def corrupt_batch(images: np.ndarray, name: str, severity: int, seeds: np.ndarra
 
 
 # Deterministic corruptions that go through a whole batch at once, bit-identical to the per-image loop
-# (tests/test_corruptions.py), without its per-image overhead:
+# (tests/test_cifar_params.py), without its per-image overhead:
 # - zoom_blur, CIFAR-10-C port: ``_zoom_blur_batch`` computes scipy.ndimage.zoom(order=1) itself, vectorised over the
 #   batch, with scipy's arithmetic (float64 weights 1 - t and t, each term value * row weight * column weight, summed
 #   in scipy's order, rounded to float32): zoom_blur zooms every image 6-26 times and was about a third of the
@@ -137,9 +137,8 @@ def _corrupt_stacked(images: np.ndarray, name: str, severity: int, params: str) 
     for a in range(0, n, step):
         part = images[a:a + step]
         k = len(part)
-        if numpy_zoom:
-            arg = _cifar_table()[name][int(severity) - 1]
-            out[a:a + k] = np.uint8(np.nan_to_num(np.asarray(_zoom_blur_batch(part, arg), dtype=np.float64)))
+        if numpy_zoom:  # fn's arithmetic on the whole part, then what corrupt_one_cifar10 does with its output
+            out[a:a + k] = np.uint8(np.nan_to_num(np.asarray(_zoom_blur_batch(part, arg), dtype=np.float64), nan=0.0))
         elif _STACKED[name] == "rows":
             out[a:a + k] = one_call(part.reshape(k * h, w, c)).reshape(k, h, w, c)
         else:

@@ -14,8 +14,9 @@ Three encoders, each trained with its method's real objective:
 * BYOL (joint embedding, JE): online ResNet + projector + predictor, EMA target, symmetric normalised MSE.
   Saved as ``byol_resnet_zoo.pth`` = torchvision-layout ResNet state dict (no fc).
 
-Augmentation recipes are data (``RECIPES``); training hyper-parameters are in ``CONFIGS``. Budgets are given in
-images seen (source images drawn from the train split; one draw yields all of a method's views).
+Augmentation recipes are data (``RECIPES``); training hyper-parameters are in ``CONFIGS``, including the warm
+restarts that follow each schedule (``restarts``). Budgets are given in images seen (source images drawn from the
+train split; one draw yields all of a method's views).
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ CONFIGS: dict[str, dict] = {
     # the same budget in images seen for every method (epochs x 6,000 train images); batch 64 gives more steps
     # per image on a CPU, which is what a short budget needs. Every method runs its 60-epoch schedule, then one
     # 20-epoch warm restart (``restarts``: a fresh warm-up and cosine schedule and fresh heads/projectors from the
-    # saved encoder): 80 epochs in all. The restart lifted DINO from 43 % to 5x % and BYOL from 53 % to 6x % (docs/zoo.md)
+    # saved encoder): 80 epochs in all. The restart lifted DINO's trainer probe from 43 % to 68 % and BYOL's from
+    # 53 % to 64 % (docs/zoo.md, "Fifth round")
     "mae": dict(arch="vit_zoo", paradigm="RC", file="mae_pretrain_vit_zoo.pth", epochs=60, batch=64, lr=1.5e-3,
                 weight_decay=0.05, warmup_epochs=4, mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
                 decoder_heads=2, norm_pix_loss=True, input_size=32, restarts=[20]),

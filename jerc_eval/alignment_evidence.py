@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from .features import single_threaded
 from .seeding import derive_seed
 from .theory.alignment import classify_regime, recovers, spectra_from_covariances
 
@@ -480,7 +481,7 @@ def estimate(clean_images: np.ndarray, labels: np.ndarray,
     the noise summary and per-encoder evidence, ``assumptions``, ``config``, ``timing_s``.
     """
     t0 = time.perf_counter()
-    with _single_thread():
+    with single_threaded(blas=True):
         return _estimate(clean_images, labels, corrupted_by_cell, recipes, seed, max_images, paradigms, size, rgb,
                          dim, n_views, basis_images, t0)
 
@@ -544,31 +545,6 @@ def _estimate(clean_images, labels, corrupted_by_cell, recipes, seed, max_images
         "assumptions": ASSUMPTIONS,
         "timing_s": {"augmentation": round(t_aug, 3), "total": round(time.perf_counter() - t0, 3)},
     })
-
-
-class _single_thread:
-    """Pin BLAS (threadpoolctl, when installed) and torch to one thread; restore on exit."""
-
-    def __enter__(self):
-        import torch
-
-        self._torch = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            from threadpoolctl import threadpool_limits
-
-            self._blas = threadpool_limits(limits=1)
-        except ImportError:  # pragma: no cover
-            self._blas = None
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self._torch)
-        if self._blas is not None:
-            self._blas.restore_original_limits()
-        return False
 
 
 # ============================================================================================== combine

@@ -8,8 +8,9 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -58,6 +59,30 @@ def to_input(images: np.ndarray, pre: Preprocess, device: str) -> Any:
     return (x - mean) / std
 
 
+@contextmanager
+def single_threaded(blas: bool = False) -> Iterator[None]:
+    """torch (and with ``blas``, the BLAS libraries numpy loaded, through threadpoolctl when installed) on one
+    thread inside the block; the previous settings are restored on exit, also when the block raises."""
+    import torch
+
+    threads = torch.get_num_threads()
+    limits = None
+    torch.set_num_threads(1)
+    try:
+        if blas:
+            try:
+                from threadpoolctl import threadpool_limits
+
+                limits = threadpool_limits(limits=1)
+            except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+                pass
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if limits is not None:
+            limits.restore_original_limits()
+
+
 def extract(encoder: LoadedEncoder, images: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
     """Run the encoder over uint8 NHWC images; returns (N, D) float32 features rounded through float16.
 
@@ -82,12 +107,8 @@ def extract(encoder: LoadedEncoder, images: np.ndarray, batch_size: int = 256, d
     else:
         from concurrent.futures import ThreadPoolExecutor
 
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(min(threads, len(starts))) as pool:
-                outs = list(pool.map(one, starts))
-        finally:
-            torch.set_num_threads(threads)
+        with single_threaded(), ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            outs = list(pool.map(one, starts))
     return np.concatenate(outs).astype(np.float32)
 
 

@@ -499,6 +499,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _budget_record(path: Path, entry: dict) -> dict:
+    """What a continuation records of the weights it starts from: their file's sha256 and the budget that made them
+    (``entry``: their zoo.json entry, or the stats of the phase that just saved them)."""
+    return {"file_sha256": _sha256(path), "images_seen": entry.get("images_seen", 0), "epochs": entry.get("epochs", 0),
+            "probe_curve": entry.get("probe_curve", []), "wall_seconds": entry.get("wall_seconds", 0.0)}
+
+
 def _train_phase(method: str, epochs: int, train, test, args, layers, init: dict | None,
                  before: dict | None) -> tuple[nn.Module, dict, dict]:
     """One training phase of ``method`` (``init``: weights to start from, ``before``: their record); the stats cover
@@ -579,9 +586,7 @@ def main(argv=None) -> None:
             src = Path(args.init_from)
             init = torch.load(src / CONFIGS[method]["file"], map_location="cpu", weights_only=True)
             prev = json.loads((src / "zoo.json").read_text())["encoders"].get(names[method], {})
-            before = {"file_sha256": _sha256(src / CONFIGS[method]["file"]),
-                      "images_seen": prev.get("images_seen", 0), "epochs": prev.get("epochs", 0),
-                      "probe_curve": prev.get("probe_curve", []), "wall_seconds": prev.get("wall_seconds", 0.0)}
+            before = _budget_record(src / CONFIGS[method]["file"], prev)
         path = out / CONFIGS[method]["file"]
         # the schedule, then each warm restart (a fresh warm-up and cosine schedule, fresh heads/projectors) from
         # the weights the phase before saved; --epochs runs one phase of that many epochs (pilots, continuations)
@@ -590,8 +595,7 @@ def main(argv=None) -> None:
             enc, to_save, stats = _train_phase(method, epochs, train, test, args, layers, init, before)
             torch.save(to_save, path)
             init = to_save
-            before = {"file_sha256": _sha256(path), **{k: stats[k] for k in ("images_seen", "epochs",
-                                                                              "probe_curve", "wall_seconds")}}
+            before = _budget_record(path, stats)
         phase_cfg = stats.pop("config")
         cfg = phase_cfg if args.epochs else dict(CONFIGS[method])  # the whole schedule, restarts included
         t = time.time()
@@ -601,7 +605,7 @@ def main(argv=None) -> None:
         print(f"[{method}] probe: trained {acc:.4f} random-init {rand_acc:.4f} ({time.time() - t:.0f}s)")
         index["encoders"][names[method]] = {
             "method": method, "paradigm": cfg["paradigm"], "arch": cfg["arch"],
-            "arch_kwargs": ARCHS[cfg["arch"]]["kwargs"], "file": path.name, "sha256": _sha256(path),
+            "arch_kwargs": ARCHS[cfg["arch"]]["kwargs"], "file": path.name, "sha256": before["file_sha256"],
             "format": ("{'model': state_dict} (timm encoder keys + MAE decoder keys)" if method == "mae"
                        else "plain backbone state_dict"),
             **stats, "seed": args.seed, "torch_version": torch.__version__,

@@ -244,6 +244,26 @@ def test_zoo_dino_is_a_resnet_read_at_its_pretraining_size():
     assert ZooDINO(image_size=48).load().preprocess.input_size == 48
 
 
+@pytest.mark.parametrize("name", ["zoo-dino", "zoo-byol"])
+def test_zoo_resnets_run_the_stem_stride_their_manifest_records(name, x32):
+    """The zoo's JE ResNets ship with a stride-2 stem, which the weights do not record: zoo.json says it. The same
+    file loaded as a third-party checkpoint runs the CIFAR convention, stride 1."""
+    from jerc_eval.default_plugins.encoders import BYOLAdapter, DINOAdapter, ZooBYOL, ZooDINO
+    from jerc_eval.models import build
+
+    zoo_cls, plain_cls = {"zoo-dino": (ZooDINO, DINOAdapter), "zoo-byol": (ZooBYOL, BYOLAdapter)}[name]
+    entry = zoo_cls().entry()
+    assert entry["arch"] == "resnet_zoo_s2" and entry["arch_kwargs"]["stem_stride"] == 2
+    enc = zoo_cls().load()
+    sd = torch.load(zoo_cls().checkpoint_path(), weights_only=True)
+    s2, s1 = build("resnet_zoo_s2"), build("resnet_zoo")
+    s2.load_state_dict(sd)
+    s1.load_state_dict(sd)
+    assert close(feats(enc, x32), ref(s2, x32)) and enc.arch.endswith("-stem-s2")
+    plain = plain_cls(checkpoint=zoo_cls().checkpoint_path()).load()
+    assert close(feats(plain, x32), ref(s1, x32)) and not plain.arch.endswith("-stem-s2")
+
+
 # ==================================================================================================== BYOL
 def test_byol_torchvision_layout_with_and_without_fc(tmp_path, basic_resnet, bottleneck, x32):
     plain = tmp_path / "byol_r18.pth"

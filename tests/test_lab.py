@@ -122,9 +122,10 @@ def test_near_chance_rule():
 
 
 def test_train_overrides():
-    assert lab.train_overrides("mae", 60) == {"epochs": 60, "warmup_epochs": 4}
-    assert lab.train_overrides("mae", 2) == {"epochs": 2, "warmup_epochs": 1}
-    assert lab.train_overrides("byol", 1) == {"epochs": 1, "warmup_epochs": 0}
+    assert lab.train_overrides("mae", 60) == {"epochs": 60, "warmup_epochs": 4, "arch": "vit_zoo"}
+    assert lab.train_overrides("mae", 2) == {"epochs": 2, "warmup_epochs": 1, "arch": "vit_zoo"}
+    # the JE ResNets train in the architecture the zoo ships them in (and --init zoo weights were trained in)
+    assert lab.train_overrides("byol", 1) == {"epochs": 1, "warmup_epochs": 0, "arch": "resnet_zoo_s2"}
 
 
 # ------------------------------------------------------------------------------------------- hook and probe

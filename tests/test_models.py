@@ -83,6 +83,22 @@ def test_resnet_shapes():
     assert f.shape == (3, m.num_features) == (3, ARCHS["resnet_zoo"]["kwargs"]["widths"][-1])
 
 
+def test_stride_2_stem_keeps_the_weights_and_quarters_the_cost():
+    s1, s2 = build("resnet_zoo").eval(), build("resnet_zoo_s2").eval()
+    assert {k: v.shape for k, v in s1.state_dict().items()} == {k: v.shape for k, v in s2.state_dict().items()}
+    s2.load_state_dict(s1.state_dict())
+    seen = {}
+    s2.layer1.register_forward_hook(lambda _m, _i, out: seen.update(layer1=out.shape))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert s2(x).shape == s1(x).shape == (2, 128)
+        assert not torch.allclose(s2(x), s1(x))  # the stride changes the computation, not the weights
+    assert seen["layer1"][-2:] == (16, 16)
+    assert count_macs(s2, img_size=32) * 4 == pytest.approx(count_macs(s1, img_size=32), rel=0.05)
+    with pytest.raises(ValueError, match="stem_stride"):
+        ResNet(stem="small", stem_stride=3)
+
+
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_zoo_cost_budget(arch):
     # the default run pushes ~150k images per encoder through it on 2 cores: stay under 20 M multiply-adds

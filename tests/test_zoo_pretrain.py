@@ -161,3 +161,36 @@ def test_one_command_trains_the_schedule_then_its_warm_restarts(small, tmp_path,
     assert entry["epochs"] == 2 and entry["images_seen"] == 2 * (len(small.images) // 64) * 64
     assert entry["continued_from"]["file_sha256"] == first_sha and entry["continued_from"]["epochs"] == 1
     assert entry["hyperparameters"]["restarts"] == [1] and entry["sha256"] == P._sha256(one / entry["file"])
+
+
+def test_a_restart_can_switch_to_an_architecture_with_the_same_weights(small, tmp_path, monkeypatch):
+    """A restart given as ``{"epochs": n, "arch": name}`` trains on from the saved weights in that architecture (the
+    JE ResNets' stride-2 stem); one command equals the schedule run plus an ``--init-from --arch`` continuation,
+    and zoo.json names what ships: the last phase's architecture and the random-init floor of that one."""
+    import json
+
+    cache = tmp_path / "data"
+    cache.mkdir()
+    for split, images, labels in (("train", small.images, small.labels), ("test", small.images[:64], small.labels[:64])):
+        np.save(cache / f"{split}_x.npy", images)
+        np.save(cache / f"{split}_y.npy", labels)
+    monkeypatch.setitem(P.CONFIGS, "byol", {**P.CONFIGS["byol"], "epochs": 1, "warmup_epochs": 1,
+                                            "restarts": [{"epochs": 1, "arch": "resnet_zoo_s2"}]})
+    assert P.phases("byol") == [{"epochs": 1, "arch": "resnet_zoo"}, {"epochs": 1, "arch": "resnet_zoo_s2"}]
+    monkeypatch.setattr(P, "BG_BANK", 16)
+    layers = pd.build_layers
+    monkeypatch.setattr(pd, "build_layers", lambda split, seed=0: layers(split, n=len(small.images), seed=seed))
+    common = ["--methods", "byol", "--data-cache", str(cache), "--threads", "1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    P.main(["--out", str(one), *common])
+    P.main(["--out", str(two), "--epochs", "1", *common])
+    P.main(["--out", str(two), "--init-from", str(two), "--epochs", "1", "--arch", "resnet_zoo_s2", *common])
+    a = torch.load(one / P.CONFIGS["byol"]["file"], weights_only=True)
+    b = torch.load(two / P.CONFIGS["byol"]["file"], weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for out in (one, two):
+        entry = json.loads((out / "zoo.json").read_text())["encoders"]["byol_resnet_zoo"]
+        assert entry["arch"] == "resnet_zoo_s2" and entry["arch_kwargs"]["stem_stride"] == 2
+        assert entry["epochs"] == 2 and entry["continued_from"]["epochs"] == 1
+    with pytest.raises(SystemExit):  # --arch names the architecture of one --epochs phase
+        P.main(["--out", str(two), "--arch", "resnet_zoo_s2", *common])

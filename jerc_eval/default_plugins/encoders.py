@@ -41,14 +41,18 @@ def _build_vit(sd: dict, num_heads: int) -> tuple[Any, dict]:
     return VisionTransformer(**kw), kw
 
 
-def _build_resnet(sd: dict) -> tuple[Any, dict]:
+def _build_resnet(sd: dict, stem_stride: int = 1) -> tuple[Any, dict]:
+    """The ResNet a state dict describes; ``stem_stride`` (a small 3x3 stem's stride, which the weights do not
+    record) comes from whoever knows it -- the zoo manifest for the zoo's own encoders."""
     kw = resnet_kwargs(sd)
     if kw["bottleneck"]:
         return _bottleneck_resnet(kw), kw
     from ..models import ResNet
 
     stem = "imagenet" if kw["stem_kernel"] == 7 else "small"
-    return ResNet(layers=kw["layers"], widths=kw["widths"], stem=stem), kw
+    if stem == "small" and stem_stride != 1:
+        kw["stem_stride"] = stem_stride
+    return ResNet(layers=kw["layers"], widths=kw["widths"], stem=stem, stem_stride=stem_stride), kw
 
 
 def _bottleneck_resnet(kw: dict) -> Any:
@@ -117,7 +121,8 @@ def _arch_name(kind: str, kw: dict) -> str:
     if kind == "vit":
         return f"vit-d{kw['embed_dim']}-L{kw['depth']}-p{kw['patch_size']}-{kw['img_size']}px"
     block = "bottleneck" if kw["bottleneck"] else "basic"
-    return f"resnet-{block}-{'-'.join(map(str, kw['layers']))}-w{kw['widths'][0]}"
+    stride = f"-stem-s{kw['stem_stride']}" if kw.get("stem_stride", 1) != 1 else ""
+    return f"resnet-{block}-{'-'.join(map(str, kw['layers']))}-w{kw['widths'][0]}{stride}"
 
 
 def _strip_all(sd: dict, prefix: str) -> dict:
@@ -176,6 +181,10 @@ class _CheckpointAdapter(EncoderAdapter):
 
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
         raise NotImplementedError
+
+    def stem_stride(self) -> int:
+        """The stride of a small 3x3 ResNet stem, which the weights do not record: 1, as in the CIFAR ResNets."""
+        return 1
 
     def load(self) -> LoadedEncoder:
         sd = self.state_dict()
@@ -332,7 +341,7 @@ class DINOAdapter(_ViTAdapter):
             if vit_only:
                 raise UsageError(f"{', '.join(vit_only)} reads out a ViT, but this DINO checkpoint is a ResNet "
                                  f"(read out by global average pooling); drop the option")
-            model, kw = _build_resnet(sd)
+            model, kw = _build_resnet(sd, self.stem_stride())
             return model, model, _arch_name("resnet", kw), "global-avgpool", self.preprocess(self.resnet_size())
         return super().build(sd)
 
@@ -419,7 +428,7 @@ class BYOLAdapter(_CheckpointAdapter):
         return sd
 
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
-        model, kw = _build_resnet(sd)
+        model, kw = _build_resnet(sd, self.stem_stride())
         protocol = "global-avgpool"
         if self.is_haiku() and self.opts["haiku_padding"] == "same":
             tf_same_padding(model)
@@ -464,6 +473,10 @@ class _ZooMixin:
 
     def checkpoint_path(self) -> Path:
         return zoo_file(self.zoo_filename)
+
+    def stem_stride(self) -> int:
+        """A zoo ResNet's stem stride (zoo.json): the weights do not record it."""
+        return int(self.entry().get("arch_kwargs", {}).get("stem_stride", 1))
 
     def native_size(self) -> int:
         """The input size the zoo encoder was pretrained at (zoo.json)."""

@@ -5,8 +5,10 @@ stride or width changes) and ``fc`` only if ``num_classes > 0`` -- identical to
 ``torchvision.models.resnet18`` for the blocks present, so checkpoints in the usual converted layout load.
 
 Stem: ``stem="imagenet"`` (default) is torchvision's 7x7/2 conv + 3x3/2 max-pool, so a 64x64 image reaches
-layer1 at 16x16. ``stem="small"`` is a documented lighter alternative for tiny images: a 3x3/1 conv without
-max-pool (same key names; only ``conv1``'s kernel shape differs).
+layer1 at 16x16. ``stem="small"`` is a documented lighter alternative for tiny images: a 3x3 conv without
+max-pool (same key names; only ``conv1``'s kernel shape differs), of stride ``stem_stride`` -- 1 as in the CIFAR
+ResNets, 2 to run layer1 at half the input size for a quarter of the compute. The stride leaves no trace in the
+weights: a loader has to be told it.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ class ResNet(nn.Module):
     """``forward`` returns globally average-pooled features (B, widths[-1]), or logits if ``num_classes > 0``."""
 
     def __init__(self, layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), num_classes: int = 0, in_chans: int = 3,
-                 stem: str = "imagenet"):
+                 stem: str = "imagenet", stem_stride: int = 1):
         super().__init__()
         if len(layers) != 4 or len(widths) != 4:
             raise ValueError("layers and widths need four entries (layer1..layer4)")
@@ -49,7 +51,9 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(in_chans, widths[0], 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
         elif stem == "small":
-            self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
+            if stem_stride not in (1, 2):
+                raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride!r}")
+            self.conv1 = nn.Conv2d(in_chans, widths[0], 3, stem_stride, 1, bias=False)
             self.maxpool = nn.Identity()
         else:
             raise ValueError(f"unknown stem {stem!r}")

@@ -27,10 +27,10 @@ def _svg(fig: Any, tight: bool = True) -> str:
     """Render ``fig`` as inline SVG (no XML prolog or doctype) and close it."""
     import matplotlib.pyplot as plt
 
-    if tight:
+    if tight:  # laid out here: a second, "tight" bounding-box pass at save time would draw the figure twice
         fig.tight_layout()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(buf, format="svg", bbox_inches=None if tight else "tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
@@ -146,6 +146,7 @@ def plot_spectra(results: dict[str, Any]) -> str | None:
             ax.axhline(e["b"], color="black", ls="--", lw=0.8, label="boundary b")
         ax.set_title(f"{c} s{sev}: {e.get('regime', '?')} → {e.get('less_alignment', '?')}", fontsize=8)
         ax.tick_params(labelsize=6)
+        ax.minorticks_off()  # a log axis' minor ticks are most of the drawing time and no help at this size
     if fig.axes:
         fig.axes[0].legend(fontsize=6, loc="upper right")
     fig.supxlabel("direction (sorted)", fontsize=8)

@@ -76,23 +76,25 @@ RECIPES: dict[str, dict] = {
 
 CONFIGS: dict[str, dict] = {
     # the same budget in images seen for every method (epochs x 6,000 train images); batch 64 gives more steps
-    # per image on a CPU, which is what a short budget needs. Every method runs its 60-epoch schedule, then one
-    # 20-epoch warm restart (``restarts``: a fresh warm-up and cosine schedule and fresh heads/projectors from the
-    # saved encoder): 80 epochs in all. The restart lifted DINO's trainer probe from 43 % to 68 % and BYOL's from
-    # 53 % to 64 % (docs/zoo.md, "Fifth round")
+    # per image on a CPU, which is what a short budget needs. Every method runs its 60-epoch schedule, then warm
+    # restarts of 20 and 32 epochs (``restarts``: a fresh warm-up and cosine schedule and fresh heads/projectors
+    # from the saved encoder): 112 epochs in all. The first restart lifted DINO's trainer probe from 43 % to 68 %
+    # and BYOL's from 53 % to 64 % (docs/zoo.md, "Fifth round"). In the second, the JE ResNets move to the
+    # stride-2 stem (same weights, a quarter of the forward cost, so the default run fits its time budget); at the
+    # switch their probes fall to 34 % and the restart wins most of it back (docs/zoo.md, "Sixth round")
     "mae": dict(arch="vit_zoo", paradigm="RC", file="mae_pretrain_vit_zoo.pth", epochs=60, batch=64, lr=1.5e-3,
                 weight_decay=0.05, warmup_epochs=4, mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
-                decoder_heads=2, norm_pix_loss=True, input_size=32, restarts=[20]),
+                decoder_heads=2, norm_pix_loss=True, input_size=32, restarts=[20, 32]),
     # DINO on the zoo ResNet, as DINO's ResNet-50 release (BN in the head); 4,096 prototypes on a 64-d bottleneck
     # (DINO keeps K far above the bottleneck width, or the student can turn uniform); BYOL's optimiser settings
     "dino": dict(arch="resnet_zoo", paradigm="JE", file="dino_resnetzoo_pretrain.pth", epochs=60, batch=64,
                  lr=2e-3, weight_decay=1e-4, warmup_epochs=4, out_dim=4096, head_hidden=512, head_bottleneck=64,
                  use_bn_in_head=True, student_temp=0.1, teacher_temp=[0.04, 0.04], teacher_temp_warmup_epochs=1,
                  center_momentum=0.9, momentum=[0.99, 1.0], clip_grad=3.0, freeze_last_layer_epochs=1,
-                 input_size=32, restarts=[20]),
+                 input_size=32, restarts=[20, dict(epochs=32, arch="resnet_zoo_s2")]),
     "byol": dict(arch="resnet_zoo", paradigm="JE", file="byol_resnet_zoo.pth", epochs=60, batch=64, lr=2e-3,
                  weight_decay=1e-4, warmup_epochs=4, proj_hidden=512, proj_dim=128, momentum=[0.99, 1.0],
-                 input_size=32, restarts=[20]),
+                 input_size=32, restarts=[20, dict(epochs=32, arch="resnet_zoo_s2")]),
 }
 
 
@@ -506,13 +508,28 @@ def _budget_record(path: Path, entry: dict) -> dict:
             "probe_curve": entry.get("probe_curve", []), "wall_seconds": entry.get("wall_seconds", 0.0)}
 
 
-def _train_phase(method: str, epochs: int, train, test, args, layers, init: dict | None,
+def phases(method: str) -> list[dict]:
+    """The schedule of ``method`` and its warm restarts, each ``{"epochs": n, "arch": name}``. A restart is a number
+    of epochs, or a dict that may also switch to another architecture with the same weight layout (the zoo's JE
+    ResNets move to the stride-2 stem for their last restart); otherwise it keeps the phase before's."""
+    cfg = CONFIGS[method]
+    out = [{"epochs": cfg["epochs"], "arch": cfg["arch"]}]
+    for r in cfg.get("restarts", ()):
+        out.append({"arch": out[-1]["arch"], **(r if isinstance(r, dict) else {"epochs": r})})
+    return out
+
+
+def _train_phase(method: str, phase: dict, train, test, args, layers, init: dict | None,
                  before: dict | None) -> tuple[nn.Module, dict, dict]:
-    """One training phase of ``method`` (``init``: weights to start from, ``before``: their record); the stats cover
-    the whole budget so far (images seen, epochs, wall time, probe curve) and name the phase it continued."""
-    override = {"epochs": epochs} if epochs != CONFIGS[method]["epochs"] else None
+    """One training phase of ``method`` (``phase``: its epochs and architecture; ``init``: weights to start from,
+    ``before``: their record); the stats cover the whole budget so far (images seen, epochs, wall time, probe
+    curve) and name the phase it continued."""
+    epochs = phase["epochs"]
+    override = {"epochs": epochs} if epochs != CONFIGS[method]["epochs"] else {}
     if override and epochs < CONFIGS[method]["warmup_epochs"] * 2:
         override["warmup_epochs"] = max(1, epochs // 5)
+    if phase["arch"] != CONFIGS[method]["arch"]:
+        override["arch"] = phase["arch"]
     curve = []
 
     def probe_epoch(epoch: int, encoder: nn.Module) -> None:
@@ -520,7 +537,7 @@ def _train_phase(method: str, epochs: int, train, test, args, layers, init: dict
             curve.append([epoch + (before or {}).get("epochs", 0), linear_probe(encoder, train, test)])
             print(f"[{method}] epoch {curve[-1][0]}: probe {curve[-1][1]:.4f}", flush=True)
 
-    enc, to_save, stats = train_method(method, train.images, args.seed, override, layers=layers, init=init,
+    enc, to_save, stats = train_method(method, train.images, args.seed, override or None, layers=layers, init=init,
                                        on_epoch=probe_epoch if args.probe_every else None)
     if before is not None:  # one record for the whole budget: earlier phases + this one
         stats = {**stats, "continued_from": before,
@@ -536,7 +553,11 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="jerc_eval/zoo/weights")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="mae,dino,byol")
-    ap.add_argument("--epochs", type=int, default=None, help="override every method's epochs (pilots)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="run one phase of N epochs instead of the schedule and its restarts (pilots, continuations)")
+    ap.add_argument("--arch", default=None, choices=sorted(ARCHS),
+                    help="the architecture of that one phase (default: the method's); with --init-from, its weight "
+                         "layout must be the init's")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms (slow)")
     ap.add_argument("--data-cache", default=None, help="directory with train/test .npy arrays (optional)")
@@ -546,6 +567,8 @@ def main(argv=None) -> None:
     ap.add_argument("--probe-every", type=int, default=0, metavar="N",
                     help="probe the encoder every N epochs and record the curve in zoo.json (0: only at the end)")
     args = ap.parse_args(argv)
+    if args.arch and not args.epochs:
+        ap.error("--arch sets the architecture of one --epochs N phase; add --epochs")
 
     torch.set_num_threads(args.threads)
     # torch.use_deterministic_algorithms(True) works on CPU but made DINO ~3x slower here (measured 86 s vs
@@ -590,22 +613,24 @@ def main(argv=None) -> None:
         path = out / CONFIGS[method]["file"]
         # the schedule, then each warm restart (a fresh warm-up and cosine schedule, fresh heads/projectors) from
         # the weights the phase before saved; --epochs runs one phase of that many epochs (pilots, continuations)
-        phases = [args.epochs] if args.epochs else [CONFIGS[method]["epochs"], *CONFIGS[method].get("restarts", ())]
-        for epochs in phases:
-            enc, to_save, stats = _train_phase(method, epochs, train, test, args, layers, init, before)
+        todo = ([{"epochs": args.epochs, "arch": args.arch or CONFIGS[method]["arch"]}] if args.epochs
+                else phases(method))
+        for phase in todo:
+            enc, to_save, stats = _train_phase(method, phase, train, test, args, layers, init, before)
             torch.save(to_save, path)
             init = to_save
             before = _budget_record(path, stats)
         phase_cfg = stats.pop("config")
         cfg = phase_cfg if args.epochs else dict(CONFIGS[method])  # the whole schedule, restarts included
+        arch = todo[-1]["arch"]  # what ships: the last phase's architecture
         t = time.time()
         acc = linear_probe(enc, train, test)
         torch.manual_seed(args.seed)
-        rand_acc = linear_probe(build(cfg["arch"]).eval(), train, test)
+        rand_acc = linear_probe(build(arch).eval(), train, test)
         print(f"[{method}] probe: trained {acc:.4f} random-init {rand_acc:.4f} ({time.time() - t:.0f}s)")
         index["encoders"][names[method]] = {
-            "method": method, "paradigm": cfg["paradigm"], "arch": cfg["arch"],
-            "arch_kwargs": ARCHS[cfg["arch"]]["kwargs"], "file": path.name, "sha256": before["file_sha256"],
+            "method": method, "paradigm": cfg["paradigm"], "arch": arch,
+            "arch_kwargs": ARCHS[arch]["kwargs"], "file": path.name, "sha256": before["file_sha256"],
             "format": ("{'model': state_dict} (timm encoder keys + MAE decoder keys)" if method == "mae"
                        else "plain backbone state_dict"),
             **stats, "seed": args.seed, "torch_version": torch.__version__,

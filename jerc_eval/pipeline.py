@@ -182,6 +182,11 @@ def caches_fits(probe: Probe) -> bool:
     explicit = getattr(type(probe), "cache_fits", None)
     if explicit is not None:
         return bool(explicit)
+    return _builtin_torch_fit(probe)
+
+
+def _builtin_torch_fit(probe: Probe) -> bool:
+    """The built-in logreg and sgd probes: deterministic torch fits on one CPU thread (``probes.on_one_cpu_thread``)."""
     return type(probe).__module__ == "jerc_eval.default_plugins.probes" and probe.name in ("logreg", "sgd")
 
 
@@ -216,6 +221,31 @@ def fit_probe(plan: Plan, features: np.ndarray, labels: np.ndarray, num_classes:
     return fitted
 
 
+def fit_probes(plan: Plan, jobs: list[tuple], progress: bool = False, desc: str = "probe fits") -> list[Any]:
+    """:func:`fit_probe` for every job ``(features, labels, num_classes, feature_key, probe)``, in job order.
+
+    On the CPU the built-in probes fit on one torch thread each, so they run side by side, as many at a time as the
+    run has torch threads; the results are the same bits as one after another. Other probes (plugins, whose thread
+    safety is unknown) and other devices fit one after another."""
+    import torch
+    from tqdm.auto import tqdm
+
+    threads = torch.get_num_threads()
+    side_by_side = (plan.device == "cpu" and threads > 1 and len(jobs) > 1
+                    and all(_builtin_torch_fit(job[4] or plan.probe) for job in jobs))
+    bar = dict(total=len(jobs), desc=desc, disable=not progress)
+    if not side_by_side:
+        return [fit_probe(plan, *job) for job in tqdm(jobs, **bar)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .features import single_threaded
+
+    # one thread for the whole pool: each fit's own single_threaded() then saves and restores 1, never another
+    # fit's setting
+    with single_threaded(), ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+        return list(tqdm(pool.map(lambda job: fit_probe(plan, *job), jobs), **bar))
+
+
 def _row(name: str, plan: Plan, corruption: str, severity: int, pred: np.ndarray, labels: np.ndarray,
          family: str) -> dict[str, Any]:
     from .metrics import wilson_interval
@@ -228,9 +258,17 @@ def _row(name: str, plan: Plan, corruption: str, severity: int, pred: np.ndarray
             "accuracy": correct / n, "ci95": [lo, hi]}
 
 
-def floor_accuracy(adapter: EncoderAdapter, data: LoadedDataset, plan: Plan, probe: Probe) -> dict | None:
-    """Clean accuracy of the same architecture with random weights (seeded), through the same probe."""
-    from .metrics import wilson_interval
+@dataclass
+class FloorFeatures:
+    """Clean features of an encoder's random-initialised twin (the floor), before its probe is fitted."""
+    train: np.ndarray
+    test: np.ndarray
+    train_key: str
+    seed: int
+
+
+def floor_features(adapter: EncoderAdapter, data: LoadedDataset, plan: Plan) -> FloorFeatures | None:
+    """Clean train/test features of the same architecture with random weights (seeded); None without a floor."""
     from .seeding import derive_seed
 
     seed = derive_seed(plan.cfg.seed, "random-init", adapter.name)
@@ -249,11 +287,16 @@ def floor_accuracy(adapter: EncoderAdapter, data: LoadedDataset, plan: Plan, pro
             plan.cache.put(key(split), cached)
         return cached
 
-    tr, te = feats("train", data.train.images), feats("test", data.test.images)
-    fitted = fit_probe(plan, tr, data.train.labels, len(data.class_names), key("train"), probe)
-    correct = int((fitted.predict(te) == data.test.labels).sum())
+    return FloorFeatures(feats("train", data.train.images), feats("test", data.test.images), key("train"), seed)
+
+
+def floor_result(floor: FloorFeatures, fitted: Any, data: LoadedDataset) -> dict:
+    """The floor's clean test accuracy through ``fitted`` (the run's probe, fitted on the floor's train features)."""
+    from .metrics import wilson_interval
+
+    correct = int((fitted.predict(floor.test) == data.test.labels).sum())
     n = len(data.test.labels)
-    return {"accuracy": correct / n, "ci95": list(wilson_interval(correct, n)), "n": n, "seed": seed,
+    return {"accuracy": correct / n, "ci95": list(wilson_interval(correct, n)), "n": n, "seed": floor.seed,
             "probe_C": fitted.info.get("C")}
 
 
@@ -278,17 +321,25 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
          f"device {plan.device}")
 
     rows: list[dict[str, Any]] = []
-    floors: dict[str, Any] = {}
     n_cls = len(data.class_names)
-    for name, ev in tqdm(evals.items(), desc="clean features + probe", disable=not progress):  # 3
-        tr = ev.features(data.train.images, "train", "clean", 0)
-        te = ev.features(data.test.images, "test", "clean", 0)
-        fitted = fit_probe(plan, tr, data.train.labels, n_cls, ev.key("train", "clean", 0))
-        ev.probe, ev.probe_info = fitted.predict, fitted.info
-        ev.probe_info["feature_dim"] = int(tr.shape[1])
-        rows.append(_row(name, plan, "clean", 0, ev.probe(te), data.test.labels, "clean"))
+    clean, floor_feats = {}, {}
+    for name, ev in tqdm(evals.items(), desc="clean features", disable=not progress):  # 3
+        clean[name] = (ev.features(data.train.images, "train", "clean", 0),
+                       ev.features(data.test.images, "test", "clean", 0))
         if plan.cfg.floors:
-            floors[name] = floor_accuracy(plan.encoders[name], data, plan, plan.probe)
+            floor_feats[name] = floor_features(plan.encoders[name], data, plan)
+    with_floor = [n for n, f in floor_feats.items() if f is not None]
+    fits = fit_probes(plan, [(clean[n][0], data.train.labels, n_cls, evals[n].key("train", "clean", 0), None)
+                             for n in evals]
+                      + [(floor_feats[n].train, data.train.labels, n_cls, floor_feats[n].train_key, plan.probe)
+                         for n in with_floor], progress, "clean probe fits")
+    for (name, ev), fitted in zip(evals.items(), fits):
+        ev.probe, ev.probe_info = fitted.predict, fitted.info
+        ev.probe_info["feature_dim"] = int(clean[name][0].shape[1])
+        rows.append(_row(name, plan, "clean", 0, ev.probe(clean[name][1]), data.test.labels, "clean"))
+    floor_fits = dict(zip(with_floor, fits[len(evals):]))
+    floors: dict[str, Any] = {n: (floor_result(floor_feats[n], floor_fits[n], data) if n in floor_fits else None)
+                              for n in floor_feats}
     timing["clean_s"] = time.perf_counter() - t0 - sum(timing.values())
 
     keep, kept = None, {}

@@ -73,3 +73,31 @@ def test_knn_matches_brute_force():
         np.add.at(votes, y[idx], np.exp(row[idx] / 0.1))
         expected.append(votes.argmax())
     assert np.array_equal(model.predict(q), np.array(expected))
+
+
+def test_clean_probe_fits_side_by_side_give_the_bits_of_one_after_another():
+    """The pipeline fits the built-in probes side by side on the CPU, one torch thread each (``fit_probes``):
+    the same weights as fitting them one after another, and the run's thread count afterwards."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from jerc_eval.pipeline import fit_probe, fit_probes
+
+    jobs = []
+    for seed in range(4):
+        x, y = _blobs(600, d=24, seed=seed)
+        jobs.append((x, y, 5, None, None))
+    plan = SimpleNamespace(probe=HOST.registry("probes").get("logreg")(), probe_cache=None, cache=None,
+                           cfg=SimpleNamespace(seed=0), device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        together = fit_probes(plan, jobs)
+        assert torch.get_num_threads() == 2
+        alone = [fit_probe(plan, *job) for job in jobs]
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(together, alone):
+        wa, wb = a.predict.__self__, b.predict.__self__
+        assert torch.equal(wa.weight, wb.weight) and torch.equal(wa.bias, wb.bias) and a.info["C"] == b.info["C"]

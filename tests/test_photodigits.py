@@ -62,3 +62,13 @@ def test_default_dataset_runs_with_cifar10_c_parameters(tmp_path, monkeypatch):
     doc = json.loads((out / "results.json").read_text())
     assert doc["suite"]["backend_version"].endswith("params=cifar10")
     assert doc["dataset"]["provenance"]["image_size"] == 32
+
+
+def test_splits_rendered_side_by_side_equal_the_sequential_render():
+    from jerc_eval.default_plugins.datasets import _render_splits
+
+    opts = {"image_size": 32, "train_size": 40, "test_size": 24, "render_seed": 0}
+    tr, te = _render_splits(opts)
+    for split, got in (("train", tr), ("test", te)):
+        ref = pd.build_split(split, opts[f"{split}_size"], 0, stored_size=32)
+        assert got.fingerprint == ref.fingerprint and np.array_equal(got.digit_ids, ref.digit_ids)

@@ -75,6 +75,12 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return d.images.astype(np.float32) / 16.0, d.target.astype(np.int64)
 
 
+def load_material() -> None:
+    """Load (and cache in this process) the photographs and digit scans every render draws from."""
+    _backgrounds()
+    _digits()
+
+
 def digit_pools(seed: int = 0) -> dict[str, np.ndarray]:
     """Split digit sample indices per class into disjoint train/test pools (stratified, seeded)."""
     _, target = _digits()

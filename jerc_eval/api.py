@@ -158,6 +158,12 @@ class CorruptionSuite(Configurable):
     def corrupt(self, images: np.ndarray, corruption: str, severity: int, seeds: np.ndarray) -> np.ndarray:
         """Corrupt uint8 NHWC images; image i's randomness comes from ``seeds[i]`` alone."""
 
+    def warm_up(self, corruptions: list[str]) -> None:
+        """Optional: one-time set-up that every corruption worker would otherwise repeat for ``corruptions`` (a JIT
+        compile, say). The pipeline runs it in a background thread of the main process while it extracts clean
+        features, and waits for it before forking the workers, which inherit the result. The default does
+        nothing; an error here is ignored (the same work then happens, and fails, in the workers)."""
+
     def load_cell(self, corruption: str, severity: int, n: int) -> np.ndarray:
         """Pre-rendered suites only: the ``n`` corrupted test images of one cell, in test-set order."""
         raise NotImplementedError

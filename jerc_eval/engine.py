@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from collections import deque
 from typing import Iterator
 
@@ -38,6 +39,24 @@ def _corrupt(suite: CorruptionSuite, images: np.ndarray, corruption: str, severi
 def _work(task: tuple[str, int, int, int, int]) -> np.ndarray:
     corruption, severity, start, stop, run_seed = task
     return _corrupt(_WORKER["suite"], _WORKER["images"], corruption, severity, start, stop, run_seed)
+
+
+def warm_up(suite: CorruptionSuite, corruptions: list[str]) -> threading.Thread | None:
+    """Start ``suite.warm_up(corruptions)`` in a background thread (None when the suite has no warm-up or reads
+    pre-rendered sets). Join it before :func:`corrupt_chunks` forks its workers: a fork while the thread holds a
+    lock would hand the children a lock nobody releases."""
+    if suite.prerendered or type(suite).warm_up is CorruptionSuite.warm_up:
+        return None
+
+    def quietly() -> None:
+        try:
+            suite.warm_up(list(corruptions))
+        except Exception:  # noqa: BLE001 - only a head start: the workers redo (and report) the same work
+            pass
+
+    thread = threading.Thread(target=quietly, name="jerc-eval-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def default_workers() -> int:

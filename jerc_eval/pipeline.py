@@ -320,6 +320,8 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
          f"{len(plan.severities)} severities on {plan.cfg.dataset} ({len(data.test.labels)} test images), "
          f"device {plan.device}")
 
+    # e.g. the reference glass blur's JIT compile, once here instead of in every worker, beside the clean stage
+    warming = engine.warm_up(plan.suite, plan.corruptions)
     rows: list[dict[str, Any]] = []
     n_cls = len(data.class_names)
     clean, floor_feats = {}, {}
@@ -347,6 +349,8 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
         from .alignment_evidence import subset_indices
 
         keep = subset_indices(len(data.test.images), 256, plan.cfg.seed)
+    if warming is not None:
+        warming.join()  # before the corruption workers fork
     rows += corrupted_rows(plan, evals, data, progress, keep, kept)  # 4
     timing["corrupted_s"] = time.perf_counter() - t0 - sum(timing.values())
 

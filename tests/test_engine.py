@@ -43,3 +43,32 @@ def test_pool_equals_serial_for_any_chunking(images):
         assert np.array_equal(serial[cell], pooled[cell])
     other = dict(corrupt_cells(ImageNetC(), images, cells[:1], run_seed=4, workers=1))
     assert not np.array_equal(other[cells[0]], serial[cells[0]])
+
+
+def test_warm_up_compiles_the_glass_blur_once_for_the_workers_to_inherit():
+    """The reference glass blur's numba pixel shuffle is compiled by the suite's warm-up in a background thread of
+    the main process; the fast backend and suites without a warm-up start no thread."""
+    from imagecorruptions.corruptions import _shuffle_pixels_njit_glass_blur as shuffle
+
+    from jerc_eval import engine
+    from jerc_eval.api import CorruptionSuite
+
+    suite = ImageNetC()
+    thread = engine.warm_up(suite, ["gaussian_noise", "glass_blur"])
+    assert thread is not None
+    thread.join(timeout=120)
+    assert not thread.is_alive() and shuffle.signatures
+
+    fast = ImageNetC()
+    fast.backend = "fast"
+    assert engine.warm_up(fast, ["glass_blur"]) is not None  # a thread, which has nothing to do
+    assert ImageNetC.warm_up is not CorruptionSuite.warm_up
+
+    class Plain(CorruptionSuite):
+        name = "plain"
+        corruptions = {"none": "digital"}
+
+        def corrupt(self, images, corruption, severity, seeds):
+            return images
+
+    assert engine.warm_up(Plain(), ["none"]) is None

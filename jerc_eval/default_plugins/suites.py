@@ -54,6 +54,13 @@ class ImageNetC(CorruptionSuite):
     def _table_for(self, images: np.ndarray) -> str:
         return self._resolved or _auto_params(images)
 
+    def warm_up(self, corruptions: list[str]) -> None:
+        """The reference glass blur runs imagecorruptions' numba-compiled pixel shuffle, which each worker process
+        compiled for itself (about 4 s a process); compiled once here, the forked workers inherit it."""
+        if self.backend == "reference" and "glass_blur" in corruptions:
+            tiny = np.zeros((1, self.min_size, self.min_size, 3), dtype=np.uint8)
+            self.corrupt(tiny, "glass_blur", 1, np.zeros(1, dtype=np.int64))
+
     def corrupt(self, images: np.ndarray, corruption: str, severity: int, seeds: np.ndarray) -> np.ndarray:
         params = self._table_for(images)
         if self.backend == "fast":

@@ -320,8 +320,12 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
          f"{len(plan.severities)} severities on {plan.cfg.dataset} ({len(data.test.labels)} test images), "
          f"device {plan.device}")
 
-    # e.g. the reference glass blur's JIT compile, once here instead of in every worker, beside the clean stage
-    warming = engine.warm_up(plan.suite, plan.corruptions)
+    # e.g. the reference glass blur's JIT compile, once here instead of in every worker, beside the clean stage;
+    # only for corruptions with cells to compute (a warm rerun corrupts nothing)
+    splits = ("test", "train") if plan.cfg.probe_fit_on == "matched" else ("test",)
+    to_corrupt = [c for c in plan.corruptions
+                  if any(not ev.has(split, c, s) for split in splits for s in plan.severities for ev in evals.values())]
+    warming = engine.warm_up(plan.suite, to_corrupt) if to_corrupt else None
     rows: list[dict[str, Any]] = []
     n_cls = len(data.class_names)
     clean, floor_feats = {}, {}

@@ -135,3 +135,24 @@ def test_other_probes_run_end_to_end(checkpoints, tiny_npz, tmp_path, probe):
     res = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / probe, probe=probe, probe_options=opts,
                                     floors=False, severities=[1]))
     assert res["probe"]["name"] == probe and res["encoders"]["dino"]["probe"]["probe"] == probe
+
+
+def test_corruption_warm_up_only_for_cells_left_to_compute(checkpoints, tiny_npz, tmp_path, monkeypatch):
+    """The suite's warm-up (the reference glass blur's JIT compile) starts only for corruptions with a cell to
+    compute: a rerun on cached features corrupts nothing and so warms nothing up."""
+    from jerc_eval import engine
+
+    calls = []
+    real = engine.warm_up
+
+    def recording(suite, corruptions):
+        calls.append(list(corruptions))
+        return real(suite, corruptions)
+
+    monkeypatch.setattr(engine, "warm_up", recording)
+    kw = dict(corruptions=["gaussian_noise", "glass_blur"], severities=[1], floors=False, alignment=False,
+              cache_dir=str(tmp_path / "cache"))
+    first = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / "a", **kw))
+    again = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / "b", **kw))
+    assert calls == [["gaussian_noise", "glass_blur"]]
+    assert [r["correct"] for r in first["rows"]] == [r["correct"] for r in again["rows"]]

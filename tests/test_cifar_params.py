@@ -219,3 +219,13 @@ def test_batched_reference_zoom_chunks_large_batches(monkeypatch):
     got = reference.corrupt_batch(imgs, "zoom_blur", 5, np.zeros(5, dtype=np.int64), "cifar10")
     want = np.stack([reference.corrupt_one(im, "zoom_blur", 5, 0, "cifar10") for im in imgs])
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["brightness", "saturate"])
+def test_batched_reference_hsv_chunks_large_batches(monkeypatch, name):
+    monkeypatch.setattr(reference, "_ROWS_VALUES", 32 * 32 * 3 * 2)  # two images per call
+    imgs = np.random.default_rng(4).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    for params in ("cifar10", "imagenet"):
+        got = reference.corrupt_batch(imgs, name, 4, np.zeros(5, dtype=np.int64), params)
+        want = np.stack([reference.corrupt_one(im, name, 4, 0, params) for im in imgs])
+        assert np.array_equal(got, want), params

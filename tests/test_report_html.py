@@ -57,3 +57,14 @@ def test_plots_render_in_headless_chromium(first_run, tmp_path):
 
     img = np.asarray(Image.open(shot).convert("L"))
     assert (img < 200).mean() > 0.02  # lines, bars and heatmap cells were drawn, not a blank page
+
+
+def test_plots_drawn_in_a_forked_child_equal_the_serial_drawing(first_run, monkeypatch):
+    import multiprocessing
+
+    from jerc_eval.report.html import render_html
+
+    results, _ = first_run
+    forked = render_html(results)
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # no fork: one process
+    assert render_html(results) == forked

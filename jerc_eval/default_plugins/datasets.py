@@ -59,7 +59,9 @@ def _render_splits(opts: dict) -> tuple[Any, Any]:
 
     args = {split: (split, opts[f"{split}_size"], opts["render_seed"]) for split in ("train", "test")}
     size = opts["image_size"]
-    if "fork" not in mp.get_all_start_methods() or (os.cpu_count() or 1) < 2:
+    from ..engine import default_workers  # the cores this process may use
+
+    if "fork" not in mp.get_all_start_methods() or default_workers() < 2:
         return tuple(pd.build_split(*args[split], stored_size=size) for split in ("train", "test"))
     pd.load_material()  # before the fork: the child inherits the decoded photographs (~2 s to load)
     with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:

@@ -181,11 +181,12 @@ def _plots(results: dict[str, Any]) -> dict[str, str | None]:
     process draws the others: matplotlib is single-threaded, and the plots took about a third of a warm rerun
     (4.5 s of 12.7 s). The same functions and settings run either way: the same SVG."""
     import multiprocessing as mp
-    import os
 
     mine = {"accuracy": plot_accuracy_vs_severity, "drop": plot_drop_bars}  # ~2.2 s and ~2.6 s of drawing
     theirs = {"spectra": plot_spectra, "heatmap": plot_heatmaps}
-    if "fork" not in mp.get_all_start_methods() or (os.cpu_count() or 1) < 2:
+    from ..engine import default_workers  # the cores this process may use
+
+    if "fork" not in mp.get_all_start_methods() or default_workers() < 2:
         return {k: f(results) for k, f in {**theirs, **mine}.items()}
     from concurrent.futures import ProcessPoolExecutor
 

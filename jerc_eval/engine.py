@@ -5,7 +5,7 @@ import multiprocessing as mp
 import os
 import threading
 from collections import deque
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -61,6 +61,21 @@ def warm_up(suite: CorruptionSuite, corruptions: list[str]) -> threading.Thread 
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def fork_beside(child: Callable[..., Any], child_args: tuple, here: Callable[[], Any]) -> tuple[Any, Any]:
+    """``(child(*child_args), here())``, the first computed in a forked process while this one computes the second,
+    when fork is there and this process may use a second core; one after the other otherwise. ``child`` must be a
+    module-level function (its arguments and result are pickled); it must not enter torch's thread pool, which a
+    process forked after the pool started cannot use."""
+    if "fork" not in mp.get_all_start_methods() or default_workers() < 2:
+        return child(*child_args), here()
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
+        future = pool.submit(child, *child_args)
+        mine = here()
+        return future.result(), mine
 
 
 def read_chunks(suite: CorruptionSuite, cells: list[tuple[str, int]], n: int,

@@ -323,8 +323,9 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
     # e.g. the reference glass blur's JIT compile, once here instead of in every worker, beside the clean stage;
     # only for corruptions with cells to compute (a warm rerun corrupts nothing)
     splits = ("test", "train") if plan.cfg.probe_fit_on == "matched" else ("test",)
-    to_corrupt = [c for c in plan.corruptions
-                  if any(not ev.has(split, c, s) for split in splits for s in plan.severities for ev in evals.values())]
+    cells = [(c, s) for c in plan.corruptions for s in plan.severities]
+    to_corrupt = sorted({c for split in splits for c, _ in uncached_cells(evals, split, cells)},
+                        key=plan.corruptions.index)
     warming = engine.warm_up(plan.suite, to_corrupt) if to_corrupt else None
     rows: list[dict[str, Any]] = []
     n_cls = len(data.class_names)
@@ -390,6 +391,11 @@ def _keep_into(kept: np.ndarray | None, keep: np.ndarray, start: int, stop: int,
     return kept
 
 
+def uncached_cells(evals: dict[str, Evaluator], split: str, cells: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The cells of ``split`` some encoder has no cached features for: the ones a run corrupts."""
+    return [cell for cell in cells if not all(ev.has(split, *cell) for ev in evals.values())]
+
+
 def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, split: str,
                  cells: list[tuple[str, int]], run_seed: int, keep: np.ndarray | None = None) -> Any:
     """Yield ``(cell, {encoder: features}, kept)`` in the order of ``cells``; cached cells are not corrupted again.
@@ -406,7 +412,7 @@ def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, sp
         workers = 1
     chunk = stream_chunk(plan)
     n = len(images)
-    todo = [cell for cell in cells if not all(ev.has(split, *cell) for ev in evals.values())]
+    todo = uncached_cells(evals, split, cells)
 
     # on the CPU the forward wants every core the pool would use: alternate instead of overlapping
     overlap = plan.device != "cpu"

@@ -49,25 +49,16 @@ class PhotoDigits(Dataset):
 def _render_splits(opts: dict) -> tuple[Any, Any]:
     """The train and test splits; each has its own seeded stream, so the test split renders in a forked process
     while this one renders train (one core each: the default's render took 11.9 s instead of 15.8 s). The child
-    only composites (numpy and PIL); the downsampling to ``image_size`` runs here, as torch's thread pool must not
-    be entered in a process forked after it started."""
+    only composites (numpy and PIL); the downsampling to ``image_size`` runs here (``engine.fork_beside``)."""
     import dataclasses
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     from ..datasets import photodigits as pd
+    from ..engine import fork_beside
 
-    args = {split: (split, opts[f"{split}_size"], opts["render_seed"]) for split in ("train", "test")}
     size = opts["image_size"]
-    from ..engine import default_workers  # the cores this process may use
-
-    if "fork" not in mp.get_all_start_methods() or default_workers() < 2:
-        return tuple(pd.build_split(*args[split], stored_size=size) for split in ("train", "test"))
     pd.load_material()  # before the fork: the child inherits the decoded photographs (~2 s to load)
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
-        future = pool.submit(pd.build_split, *args["test"])  # at the render size
-        train = pd.build_split(*args["train"], stored_size=size)
-        test = future.result()
+    test, train = fork_beside(pd.build_split, ("test", opts["test_size"], opts["render_seed"]),  # at the render size
+                              lambda: pd.build_split("train", opts["train_size"], opts["render_seed"], stored_size=size))
     if size != pd.IMAGE_SIZE:
         test = dataclasses.replace(test, images=pd.downsample(test.images, size))
     return train, test

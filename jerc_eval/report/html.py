@@ -177,23 +177,15 @@ def _summary_table(results: dict[str, Any]) -> str:
 
 
 def _plots(results: dict[str, Any]) -> dict[str, str | None]:
-    """The four plots as SVG. With fork and more than one core, half of them draw in a forked child while this
-    process draws the others: matplotlib is single-threaded, and the plots took about a third of a warm rerun
+    """The four plots as SVG. Half of them draw in a forked child while this process draws the others
+    (``engine.fork_beside``): matplotlib is single-threaded, and the plots took about a third of a warm rerun
     (4.5 s of 12.7 s). The same functions and settings run either way: the same SVG."""
-    import multiprocessing as mp
+    from ..engine import fork_beside
 
     mine = {"accuracy": plot_accuracy_vs_severity, "drop": plot_drop_bars}  # ~2.2 s and ~2.6 s of drawing
     theirs = {"spectra": plot_spectra, "heatmap": plot_heatmaps}
-    from ..engine import default_workers  # the cores this process may use
-
-    if "fork" not in mp.get_all_start_methods() or default_workers() < 2:
-        return {k: f(results) for k, f in {**theirs, **mine}.items()}
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
-        future = pool.submit(_draw, theirs, results)
-        out = {k: f(results) for k, f in mine.items()}
-        return {**future.result(), **out}
+    drawn_there, drawn_here = fork_beside(_draw, (theirs, results), lambda: _draw(mine, results))
+    return {**drawn_there, **drawn_here}
 
 
 def _draw(funcs: dict[str, Any], results: dict[str, Any]) -> dict[str, str | None]:

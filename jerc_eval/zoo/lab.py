@@ -553,12 +553,12 @@ def train_overrides(method: str, epochs: int) -> dict[str, int | str]:
     """Epochs for every method alike; warmup: the zoo's, or for short runs ``max(1, epochs // 5)`` as
     ``pretrain.py --epochs`` does, but never the whole run; the architecture the zoo ships (its last phase's), which
     ``--init zoo`` weights were trained in."""
-    from .pretrain import CONFIGS, phases
+    from .pretrain import CONFIGS, shipped_arch
 
     warm = CONFIGS[method]["warmup_epochs"]
     if epochs < 2 * warm:
         warm = min(max(1, epochs // 5), epochs - 1)
-    return {"epochs": epochs, "warmup_epochs": warm, "arch": phases(method)[-1]["arch"]}
+    return {"epochs": epochs, "warmup_epochs": warm, "arch": shipped_arch(method)}
 
 
 # ============================================================================================ the lab
@@ -597,7 +597,7 @@ def run_lab(cfg: LabConfig, log: Callable[[str], None] = lambda _m: None) -> dic
     arms = [False, True] if cfg.inject_p > 0 else [False]
     cells = [("clean", 0)] + [(c, s) for c in cfg.corruptions for s in cfg.severities]
     todo = sum(len(cfg.methods) * cfg.seeds * (1 if c == "clean" else len(arms)) for c, _ in cells)
-    archs = sorted({train_overrides(m, cfg.epochs)["arch"] for m in cfg.methods})
+    archs = sorted({pretrain.shipped_arch(m) for m in cfg.methods})
     runs: list[dict] = []
     floors: list[dict] = []
     data_fp: dict[str, dict] = {}
@@ -647,8 +647,8 @@ def run_lab(cfg: LabConfig, log: Callable[[str], None] = lambda _m: None) -> dic
                     train_time += stats["wall_seconds"]
                     runs.append({
                         "corruption": corruption, "severity": severity, "method": method,
-                        "paradigm": mcfg["paradigm"], "arch": train_overrides(method, cfg.epochs)["arch"],
-                        "inject": inject, "seed_index": k,
+                        "paradigm": mcfg["paradigm"], "arch": pretrain.shipped_arch(method), "inject": inject,
+                        "seed_index": k,
                         "train_seed": ts, "accuracy": float(correct.mean()), "correct": int(correct.sum()),
                         "n_test": n_te, "images_seen": stats["images_seen"], "epochs": stats["epochs"],
                         "steps": stats["steps"], "final_loss": stats["final_loss"],

@@ -519,6 +519,11 @@ def phases(method: str) -> list[dict]:
     return out
 
 
+def shipped_arch(method: str) -> str:
+    """The architecture ``method``'s zoo encoder ships in: its last phase's."""
+    return phases(method)[-1]["arch"]
+
+
 def _train_phase(method: str, phase: dict, train, test, args, layers, init: dict | None,
                  before: dict | None) -> tuple[nn.Module, dict, dict]:
     """One training phase of ``method`` (``phase``: its epochs and architecture; ``init``: weights to start from,

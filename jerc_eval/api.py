@@ -27,6 +27,9 @@ class Option:
     help: str = ""
     choices: tuple[Any, ...] | None = None
     must_exist: bool = False  # for Path options: the file must exist (checked before any compute)
+    # False for an option that cannot change what the extension computes (a download switch, a verbosity):
+    # it is then left out of every cache key (jerc_eval.cache.identity); everything else is in the key
+    affects_result: bool = True
 
     @property
     def required(self) -> bool:

@@ -19,11 +19,10 @@ from .errors import CheckpointError
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file's bytes (memoised per path, size and modification time: cache keys hash it too)."""
+    from .cache import file_digest
+
+    return file_digest(Path(path))
 
 
 # Plain-data classes a weights-only torch.load may rebuild: training scripts (DINO, MAE, ...) save their

@@ -1,13 +1,9 @@
-"""Feature extraction in batches (eval mode, no grad) and an on-disk fp16 feature cache.
+"""Feature extraction in batches (eval mode, no grad); the on-disk cache lives in :mod:`jerc_eval.cache`.
 
 Features are always rounded to float16, cached or not, so a rerun from the cache gives bit-identical results.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,11 +14,10 @@ from .api import LoadedEncoder, Preprocess
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("JERC_EVAL_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jerc-eval"
+    """``$JERC_EVAL_CACHE``, else ``$XDG_CACHE_HOME/jerc-eval`` or ``~/.cache/jerc-eval``."""
+    from .cache import default_root
+
+    return default_root()
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -67,20 +62,20 @@ def single_threaded(blas: bool = False) -> Iterator[None]:
 
     threads = torch.get_num_threads()
     limits = None
+    if blas:  # first, so that it records the thread counts as they were (torch's OpenMP pool included)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            limits = threadpool_limits(limits=1)
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            pass
     torch.set_num_threads(1)
     try:
-        if blas:
-            try:
-                from threadpoolctl import threadpool_limits
-
-                limits = threadpool_limits(limits=1)
-            except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-                pass
         yield
-    finally:
-        torch.set_num_threads(threads)
+    finally:  # in the reverse order: restoring the OpenMP limit after torch would undo torch's own setting
         if limits is not None:
             limits.restore_original_limits()
+        torch.set_num_threads(threads)
 
 
 def extract(encoder: LoadedEncoder, images: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
@@ -110,53 +105,3 @@ def extract(encoder: LoadedEncoder, images: np.ndarray, batch_size: int = 256, d
         with single_threaded(), ThreadPoolExecutor(min(threads, len(starts))) as pool:
             outs = list(pool.map(one, starts))
     return np.concatenate(outs).astype(np.float32)
-
-
-def encoder_fingerprint(encoder: LoadedEncoder, adapter_name: str, adapter_version: str) -> str:
-    """What determines an encoder's features: weights, protocol, preprocessing, adapter version."""
-    payload = json.dumps({"adapter": adapter_name, "adapter_version": adapter_version,
-                          "weights": encoder.weights_sha256, "protocol": encoder.feature_protocol,
-                          "pre": encoder.preprocess.__dict__, "arch": encoder.arch}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-class FeatureCache:
-    """fp16 ``.npy`` files keyed by everything that determines the features; writes are atomic."""
-
-    def __init__(self, root: Path | None, enabled: bool = True):
-        self.root = Path(root) / "features" if root is not None else None
-        self.enabled = enabled and root is not None
-        self.hits = 0
-        self.misses = 0
-
-    def key(self, **parts: Any) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
-
-    def path(self, key: str) -> Path:
-        assert self.root is not None
-        return self.root / key[:2] / f"{key}.npy"
-
-    def has(self, key: str) -> bool:
-        return self.enabled and self.path(key).exists()
-
-    def get(self, key: str) -> np.ndarray | None:
-        if not self.enabled or not self.path(key).exists():
-            self.misses += 1
-            return None
-        try:
-            arr = np.load(self.path(key))
-        except (OSError, ValueError):  # a damaged entry is recomputed, never trusted
-            self.misses += 1
-            return None
-        self.hits += 1
-        return arr.astype(np.float32)
-
-    def put(self, key: str, feats: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, feats.astype(np.float16))
-        os.replace(tmp, path)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -25,7 +26,8 @@ from . import summary as summ
 from .api import CorruptionSuite, Dataset, EncoderAdapter, LoadedDataset, LoadedEncoder, Probe, Reporter
 from .config import RunConfig, parse_severities
 from .errors import DataError, UnknownNameError, UsageError
-from .features import FeatureCache, default_cache_dir, encoder_fingerprint, extract, pick_device
+from .cache import Cache, encoder_identity, fingerprint, suite_identity
+from .features import default_cache_dir, extract, pick_device
 from .plugins import Host, create_host
 from .probes import ProbeCache
 from .results import build_results, write_outputs
@@ -42,9 +44,12 @@ class Plan:
     probe: Probe
     reporters: list[Reporter]
     device: str
-    cache: FeatureCache
+    cache: Cache
     plugin_of: dict[str, str] = field(default_factory=dict)
     probe_cache: ProbeCache | None = None
+    torch_threads: int | None = None  # torch's thread count during the run
+    suite_id: dict[str, Any] | None = None  # the suite's cache identity, once its parameter table is known
+    timing_detail: dict[str, Any] = field(default_factory=dict)  # clock readings of steps, for results "timing"
 
 
 # ===================================================================================== 1. resolve
@@ -105,12 +110,12 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
     if cfg.batch_size < 1 or cfg.workers < 0:
         raise UsageError("batch_size must be >= 1 and workers >= 0; fix the flag or config key")
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    cache = Cache(root, enabled=not cfg.no_cache)
     plugin_of = {n: enc_reg.entry(n).plugin for n in cfg.encoders}
     device = pick_device(cfg.device)
     suite.device = device
     return Plan(cfg, dataset, encoders, suite, corruptions, severities, probe, reporters,
-                device, FeatureCache(root, enabled=not cfg.no_cache), plugin_of,
-                probe_cache=ProbeCache(root, enabled=not cfg.no_cache))
+                device, cache, plugin_of, probe_cache=ProbeCache(cache))
 
 
 # ===================================================================================== 2. load
@@ -141,6 +146,7 @@ def load_dataset(plan: Plan) -> LoadedDataset:
         if len(s.images) != len(s.labels) or len(s.images) == 0:
             raise DataError(f"{plan.cfg.dataset} {split}: {len(s.images)} images but {len(s.labels)} labels")
     plan.suite.validate(data.test.images, data.test.labels)
+    plan.suite_id = suite_identity(plan.suite)  # after validate: an 'auto' parameter table is decided there
     if plan.suite.prerendered:  # every cell present with one image per test image, before any compute
         plan.suite.validate_cells([(c, s) for c in plan.corruptions for s in plan.severities], data.test.labels)
     return data
@@ -152,27 +158,40 @@ class Evaluator:
 
     def __init__(self, name: str, adapter: EncoderAdapter, encoder: LoadedEncoder, plan: Plan, dataset_fp: str):
         self.name, self.adapter, self.encoder, self.plan = name, adapter, encoder, plan
-        self.fp = encoder_fingerprint(encoder, adapter.name, adapter.version)
+        self.identity = encoder_identity(adapter, encoder)
+        self.fp = fingerprint(self.identity)
         self.dataset_fp = dataset_fp
         self.probe: Any = None
         self.probe_info: dict[str, Any] = {}
 
     def key(self, split: str, corruption: str, severity: int) -> str:
-        backend = "none" if corruption == "clean" else f"{self.plan.suite.name}:{self.plan.suite.backend}:" \
-                                                      f"{getattr(self.plan.suite, 'backend_version', '')}"
-        seed = None if corruption == "clean" else self.plan.cfg.seed
-        return self.plan.cache.key(encoder=self.fp, dataset=self.dataset_fp, split=split, corruption=corruption,
-                                   severity=severity, seed=seed, backend=backend)
+        """The feature-cache key of one split and cell (``jerc_eval.cache``: the encoder's identity, the
+        dataset's fingerprint and, for a corrupted cell, the suite's identity and the run seed)."""
+        from .cache import key
+
+        clean = corruption == "clean"
+        return key("features", encoder=self.identity, dataset=self.dataset_fp, split=split, corruption=corruption,
+                   severity=severity, seed=None if clean else self.plan.cfg.seed,
+                   suite=None if clean else self.plan.suite_id)
 
     def has(self, split: str, corruption: str, severity: int) -> bool:
-        return self.plan.cache.has(self.key(split, corruption, severity))
+        return self.plan.cache.has("features", self.key(split, corruption, severity))
 
     def features(self, images: np.ndarray | None, split: str, corruption: str, severity: int) -> np.ndarray:
-        feats = self.plan.cache.get(self.key(split, corruption, severity))
-        if feats is None:
-            feats = extract(self.encoder, images, self.plan.cfg.batch_size, self.plan.device)
-            self.plan.cache.put(self.key(split, corruption, severity), feats)
-        return feats
+        return cached_features(self.plan, self.key(split, corruption, severity), self.encoder, images)
+
+
+def cached_features(plan: Plan, key: str, encoder: LoadedEncoder, images: np.ndarray) -> np.ndarray:
+    """The features under ``key``, extracted (and stored) when the cache has no sound entry; float32 values
+    rounded through float16 either way."""
+    feats = plan.cache.get_array("features", key)
+    if feats is not None and (feats.ndim != 2 or len(feats) != len(images)):
+        plan.cache.discard("features", key, f"{feats.shape} features for {len(images)} images")
+        feats = None
+    if feats is None:
+        feats = extract(encoder, images, plan.cfg.batch_size, plan.device)
+        plan.cache.put_array("features", key, feats.astype(np.float16))
+    return feats.astype(np.float32)
 
 
 def caches_fits(probe: Probe) -> bool:
@@ -199,19 +218,15 @@ def fit_probe(plan: Plan, features: np.ndarray, labels: np.ndarray, num_classes:
     the probe implementation version: a cached fit is used only where a refit would compute the same thing.
     A fit is cached only with the feature cache on (``--no-cache`` refits everything).
     """
-    import torch
-
+    from .cache import identity
     from .probes import array_digest
 
     probe = probe or plan.probe
     cache = plan.probe_cache
     key = None
-    if cache is not None and cache.enabled and plan.cache.enabled and feature_key is not None and caches_fits(probe):
-        cls = type(probe)
+    if cache is not None and cache.enabled and feature_key is not None and caches_fits(probe):
         key = cache.key(features=feature_key, digest=array_digest(features), labels=array_digest(labels),
-                        num_classes=int(num_classes), probe=probe.name,
-                        probe_class=f"{cls.__module__}.{cls.__qualname__}", probe_version=getattr(cls, "version", ""),
-                        options=probe.opts, seed=plan.cfg.seed, device=plan.device, torch=torch.__version__)
+                        num_classes=int(num_classes), probe=identity(probe), seed=plan.cfg.seed, device=plan.device)
         hit = cache.load(key, plan.device)
         if hit is not None:
             return hit
@@ -275,19 +290,16 @@ def floor_features(adapter: EncoderAdapter, data: LoadedDataset, plan: Plan) -> 
     rand = adapter.random_init(seed)
     if rand is None:
         return None
-    fp = encoder_fingerprint(rand, adapter.name, adapter.version)
+    from .cache import key as cache_key
+
+    ident = encoder_identity(adapter, rand)
 
     def key(split: str) -> str:
-        return plan.cache.key(kind="random-init", encoder=fp, seed=seed, dataset=data.fingerprint, split=split)
+        return cache_key("features", floor="random-init", encoder=ident, seed=seed, dataset=data.fingerprint,
+                         split=split)
 
-    def feats(split: str, images: np.ndarray) -> np.ndarray:
-        cached = plan.cache.get(key(split))
-        if cached is None:
-            cached = extract(rand, images, plan.cfg.batch_size, plan.device)
-            plan.cache.put(key(split), cached)
-        return cached
-
-    return FloorFeatures(feats("train", data.train.images), feats("test", data.test.images), key("train"), seed)
+    return FloorFeatures(cached_features(plan, key("train"), rand, data.train.images),
+                         cached_features(plan, key("test"), rand, data.test.images), key("train"), seed)
 
 
 def floor_result(floor: FloorFeatures, fitted: Any, data: LoadedDataset) -> dict:
@@ -304,14 +316,31 @@ def floor_result(floor: FloorFeatures, fitted: Any, data: LoadedDataset) -> dict
 def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = print,
         progress: bool = True) -> dict[str, Any]:
     """Evaluate ``cfg``; returns the results document and writes every report under ``cfg.out``."""
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
     host = host or create_host()
     plan = resolve(cfg, host)  # 1
     timing["resolve_s"] = time.perf_counter() - t0
+    with _cache_active(plan):
+        return _run(plan, host, t0, timing, echo, progress)
 
+
+@contextmanager
+def _cache_active(plan: Plan) -> Iterator[None]:
+    """The run's cache is the one datasets render into; stale temp files of killed runs go first."""
+    from .cache import activated
+
+    plan.cache.sweep()
+    with activated(plan.cache):
+        yield
+
+
+def _run(plan: Plan, host: Host, t0: float, timing: dict[str, float], echo: Callable[[str], None],
+         progress: bool) -> dict[str, Any]:
+    import torch
+    from tqdm.auto import tqdm
+
+    plan.torch_threads = torch.get_num_threads()  # what the run uses (environment.torch_threads)
     data = load_dataset(plan)  # 2
     loaded = {n: a.load() for n, a in plan.encoders.items()}
     evals = {n: Evaluator(n, plan.encoders[n], loaded[n], plan, data.fingerprint) for n in plan.encoders}
@@ -362,13 +391,19 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
     evidence = alignment_evidence(plan, data, evals, keep, kept) if keep is not None else None  # 5
     timing["alignment_s"] = time.perf_counter() - t0 - sum(timing.values())
     results = build_results(plan, host, data, evals, rows, floors, timing, evidence)
+    results["timing"].update(plan.timing_detail)
     results["timing"]["total_s"] = time.perf_counter() - t0
     write_outputs(results, plan.reporters, Path(plan.cfg.out))  # 6
     echo(summ.console_table(results))
-    pc = plan.probe_cache
+    c = plan.cache
     echo(f"wrote {', '.join(str(Path(plan.cfg.out) / r.filename) for r in plan.reporters)} "
-         f"in {results['timing']['total_s']:.1f} s (feature cache: {plan.cache.hits} hits, {plan.cache.misses} misses; "
-         f"probe cache: {pc.hits if pc else 0} hits)")
+         f"in {results['timing']['total_s']:.1f} s (feature cache: {c.hits['features']} hits, "
+         f"{c.misses['features']} misses; probe cache: {c.hits['probes']} hits)")
+    for line in filter(None, [c.recomputed_line()]):
+        echo(line)
+    if c.write_errors:
+        echo(f"jerc-eval: {len(c.write_errors)} cache entries could not be written ({c.write_errors[0]}); "
+             f"the results are complete, a rerun recomputes them")
     return results
 
 
@@ -425,9 +460,12 @@ def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, sp
     for cell in cells:
         feats: dict[str, np.ndarray] = {}
         for name, ev in evals.items():
-            got = plan.cache.get(ev.key(split, *cell))
+            got = plan.cache.get_array("features", ev.key(split, *cell))
+            if got is not None and got.shape[:1] != (n,):
+                plan.cache.discard("features", ev.key(split, *cell), f"{got.shape} features for {n} images")
+                got = None
             if got is not None:
-                feats[name] = got
+                feats[name] = got.astype(np.float32)
         missing = [name for name in evals if name not in feats]
         kept = None
         if cell in todo or missing:
@@ -446,7 +484,7 @@ def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, sp
                 del imgs
             for name in missing:
                 half = np.concatenate(parts.pop(name))
-                plan.cache.put(evals[name].key(split, *cell), half)
+                plan.cache.put_array("features", evals[name].key(split, *cell), half)
                 feats[name] = half.astype(np.float32)  # what extract() returns, and what the cache gives back
         yield cell, feats, kept
 
@@ -492,20 +530,21 @@ def alignment_evidence(plan: Plan, data: LoadedDataset, evals: dict[str, Evaluat
     Cells whose features came from the cache are corrupted here for the ``keep`` subset only, with the same
     per-image seeds as the full run, so the evidence is identical whatever was cached.
     """
-    import json
-
+    from . import alignment_evidence as ae_module
     from .alignment_evidence import estimate
+    from .cache import key as cache_key
     from .seeding import image_seeds
 
     recipes = {n: ev.encoder.augmentation for n, ev in evals.items()}
     paradigms = {n: ev.encoder.paradigm for n, ev in evals.items()}
     cells = [(c, s) for c in plan.corruptions for s in plan.severities]
-    key = plan.cache.key(kind="alignment-evidence", v=1, dataset=data.fingerprint, cells=cells, seed=plan.cfg.seed,
-                         backend=f"{plan.suite.name}:{plan.suite.backend}:{getattr(plan.suite, 'backend_version', '')}",
-                         recipes=recipes, paradigms=paradigms)
-    path = plan.cache.path(key).with_suffix(".json")
-    if plan.cache.enabled and path.exists():
-        return json.loads(path.read_text())
+    key = cache_key("alignment", estimator=_module_digest(ae_module), dataset=data.fingerprint, cells=cells, seed=plan.cfg.seed, suite=plan.suite_id,
+                    recipes=recipes, paradigms=paradigms)
+    hit = plan.cache.get_json("alignment", key)
+    if isinstance(hit, dict) and "cells" in hit:
+        return hit
+    if hit is not None:
+        plan.cache.discard("alignment", key, "not an alignment-evidence document")
     n = len(data.test.images)
     for c, s in cells:
         if (c, s) not in kept:
@@ -519,12 +558,17 @@ def alignment_evidence(plan: Plan, data: LoadedDataset, evals: dict[str, Evaluat
             kept[(c, s)] = imgs
     evidence = estimate(data.test.images, data.test.labels, kept, recipes=recipes, seed=plan.cfg.seed,
                         max_images=len(keep), paradigms=paradigms)
-    if plan.cache.enabled:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(evidence))
-        tmp.replace(path)
+    # clock readings are no part of the evidence: a same-seed run gives the same document (results "timing")
+    plan.timing_detail["alignment_evidence"] = evidence.pop("timing_s", None)
+    plan.cache.put_json("alignment", key, evidence)
     return evidence
+
+
+def _module_digest(module: Any) -> str | None:
+    from .cache import file_digest
+
+    path = getattr(module, "__file__", None)
+    return file_digest(Path(path)) if path else None
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

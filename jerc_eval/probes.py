@@ -306,76 +306,68 @@ def array_digest(values: np.ndarray) -> str:
 
 
 class ProbeCache:
-    """Fitted probes (weights, chosen C, train accuracy, every hyperparameter in ``info``) as one JSON file per
-    key under ``<cache>/probes``; written atomically, and a damaged or unreadable entry is refitted, never trusted.
-    """
+    """Fitted probes (weights, chosen C, train accuracy, every hyperparameter in ``info``) as cache entries of
+    kind ``probes`` (:mod:`jerc_eval.cache`: checksummed, written atomically); an entry that fails verification
+    or cannot be rebuilt is removed and refitted, never trusted."""
 
     def __init__(self, root: Any, enabled: bool = True):
-        from pathlib import Path
+        from .cache import Cache
 
-        self.root = Path(root) / "probes" if root is not None else None
-        self.enabled = enabled and root is not None
-        self.hits = 0
-        self.misses = 0
+        self.cache = root if isinstance(root, Cache) else Cache(root, enabled)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cache.enabled
+
+    @property
+    def hits(self) -> int:
+        return self.cache.hits["probes"]
+
+    @property
+    def misses(self) -> int:
+        return self.cache.misses["probes"]
 
     def key(self, **parts: Any) -> str:
-        import hashlib
-        import json
+        from .cache import key
 
-        return hashlib.sha256(json.dumps({"impl": PROBE_IMPL_VERSION, **parts}, sort_keys=True,
-                                         default=str).encode()).hexdigest()[:40]
+        return key("probes", impl=PROBE_IMPL_VERSION, **parts)
 
     def path(self, key: str) -> Any:
-        assert self.root is not None
-        return self.root / key[:2] / f"{key}.json"
+        return self.cache.path("probes", key)
 
     def load(self, key: str, device: str) -> Any:
         """The cached :class:`~jerc_eval.api.FittedProbe`, or None (counted as a miss)."""
         import base64
-        import json
 
         from .api import FittedProbe
 
-        if not self.enabled:
+        doc = self.cache.get_json("probes", key)
+        if doc is None:
             return None
-        path = self.path(key)
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("format") != _CACHE_FORMAT or doc.get("key") != key:
-                raise ValueError("not a fitted probe for this key")
-            arrays = {k: np.frombuffer(base64.b64decode(a["data"]), dtype=np.dtype(a["dtype"]))
+            if doc.get("format") != _CACHE_FORMAT:
+                raise ValueError("not a fitted probe")
+            arrays = {k: np.frombuffer(base64.b64decode(a["data"], validate=True), dtype=np.dtype(a["dtype"]))
                       .reshape(a["shape"]).copy() for k, a in doc["arrays"].items()}
             predict = model_from_state(doc["kind"], arrays, doc["meta"], device)
             info = _decode(doc["info"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
-            # missing, damaged, or written by another layout: refit
-            self.misses += 1
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            self.cache.discard("probes", key, f"not a fitted probe this version reads ({type(exc).__name__})")
             return None
-        self.hits += 1
         return FittedProbe(predict=predict, info=info)
 
     def store(self, key: str, fitted: Any) -> bool:
         """Write ``fitted`` if its model has a cache format; returns whether it was written."""
         import base64
-        import json
-
-        from .errors import UsageError
-        from .results import write_files_atomically
 
         if not self.enabled:
             return False
         try:
             kind, arrays, meta = model_state(fitted.predict)
-            doc = {"format": _CACHE_FORMAT, "key": key, "kind": kind, "meta": _encode(meta),
-                   "info": _encode(fitted.info),
+            doc = {"format": _CACHE_FORMAT, "kind": kind, "meta": _encode(meta), "info": _encode(fitted.info),
                    "arrays": {k: {"dtype": v.dtype.str, "shape": list(v.shape),
                                   "data": base64.b64encode(np.ascontiguousarray(v).tobytes()).decode("ascii")}
                               for k, v in arrays.items()}}
-            text = json.dumps(doc)
         except _NotCacheable:
             return False
-        try:
-            write_files_atomically({self.path(key): text})
-        except (OSError, UsageError):  # a read-only cache only costs time
-            return False
-        return True
+        return self.cache.put_json("probes", key, doc)

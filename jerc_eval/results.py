@@ -49,12 +49,12 @@ def git_revision() -> str | None:
         return None
 
 
-def environment(device: str) -> dict[str, Any]:
+def environment(device: str, torch_threads: int | None = None) -> dict[str, Any]:
     import torch
 
     return {"python": platform.python_version(), "platform": platform.platform(), "device": device,
             "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "packages": package_versions(),
+            "torch_threads": torch_threads if torch_threads is not None else torch.get_num_threads(), "cpu_count": os.cpu_count(), "packages": package_versions(),
             "git_revision": git_revision()}
 
 
@@ -86,7 +86,7 @@ def build_results(plan: Plan, host: Host, data: LoadedDataset, evals: dict[str, 
                   "corruption": "image i of (corruption c, severity s): (sha256(run, c, s)[:4] + i) mod 2^31-1",
                   "probe_holdout": "numpy default_rng([run, 11])",
                   "random_init": "sha256(run, 'random-init', adapter)[:4]"},
-        "environment": environment(plan.device),
+        "environment": environment(plan.device, plan.torch_threads),
         "dataset": {"name": plan.cfg.dataset, "fingerprint": data.fingerprint, "n_train": int(len(data.train.labels)),
                     "n_test": int(len(data.test.labels)), "num_classes": n_cls,
                     "image_size": list(data.test.images.shape[1:3]), "provenance": data.provenance},

@@ -45,7 +45,7 @@ def test_dataset_plugin_defaults_to_32px_and_refuses_other_sizes(tmp_path, monke
     big = cls(train_size=20, test_size=10, image_size=64).load(0)
     assert big.test.images.shape == (10, 64, 64, 3) and big.fingerprint != data.fingerprint
     np.testing.assert_array_equal(big.test.labels, data.test.labels)
-    assert len(list((tmp_path / "datasets").glob("*.npz"))) == 2  # one cache entry per stored size
+    assert len(list((tmp_path / "datasets").rglob("*.entry"))) == 2  # one cache entry per stored size
     with pytest.raises(UsageError, match="image_size"):
         cls(image_size=48)
 

@@ -47,7 +47,7 @@ def _same(a, b):
 
 
 def _probe_files(tmp):
-    return sorted((tmp / "cache" / "probes").rglob("*.json"))
+    return sorted((tmp / "cache" / "probes").rglob("*.entry"))
 
 
 def test_warm_run_loads_every_probe_and_is_bit_identical(checkpoints, tiny_npz, tmp_path, monkeypatch):
@@ -87,12 +87,14 @@ def test_damaged_entry_is_refitted_not_trusted(checkpoints, tiny_npz, tmp_path, 
     cold = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path, "a", floors=False, encoders=["dino"],
                                      encoder_options={"dino": {"checkpoint": str(checkpoints["dino"])}}))
     (entry,) = _probe_files(tmp_path)
-    entry.write_text(entry.read_text()[:100])
+    entry.write_bytes(entry.read_bytes()[:100])
     calls = _count_fits(monkeypatch, LogRegProbe)
     warm = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path, "b", floors=False, encoders=["dino"],
                                      encoder_options={"dino": {"checkpoint": str(checkpoints["dino"])}}))
     assert calls == ["logreg"] and warm["rows"] == cold["rows"]
-    json.loads(entry.read_text())  # rewritten whole
+    from jerc_eval.cache import decode_entry
+
+    json.loads(decode_entry(entry.read_bytes(), "probes")[1])  # rewritten whole
 
 
 def test_matched_protocol_probes_are_cached(checkpoints, tiny_npz, tmp_path, monkeypatch):

@@ -83,7 +83,7 @@ def test_damaged_cached_cell_is_recomputed(checkpoints, tiny_npz, tmp_path, monk
     monkeypatch.setattr(pipeline, "STREAM_CHUNK", 32)
     kw = dict(no_cache=False, cache_dir=str(tmp_path / "cache"), alignment=False, severities=[3])
     cold = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path, "a", **kw))
-    files = sorted((tmp_path / "cache" / "features").rglob("*.npy"))
+    files = sorted((tmp_path / "cache" / "features").rglob("*.entry"))
     assert len(files) == 2 * (2 + 2)  # clean train + test, 2 cells, per encoder
     for f in files:
         f.write_bytes(b"damaged")

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +35,8 @@ class PhotoDigits(Dataset):
 
     def load(self, seed: int) -> LoadedDataset:
         from ..datasets import photodigits as pd
-        from ..features import default_cache_dir
 
-        arrays = _cached_render(default_cache_dir(), pd.VERSION, self.opts)
+        arrays = _cached_render(self.opts)
         return LoadedDataset(train=ImageSet(arrays["x_train"], arrays["y_train"]),
                              test=ImageSet(arrays["x_test"], arrays["y_test"]), class_names=pd.CLASS_NAMES,
                              fingerprint=_fingerprint(*arrays.values()),
@@ -64,29 +61,24 @@ def _render_splits(opts: dict) -> tuple[Any, Any]:
     return train, test
 
 
-def _cached_render(cache: Path, version: str, opts: dict) -> dict[str, np.ndarray]:
-    """Render once and keep the arrays under the cache directory (rendering takes ~10 s)."""
+def _cached_render(opts: dict) -> dict[str, np.ndarray]:
+    """Render once and keep the arrays in the run's cache (``jerc_eval.cache``, kind ``datasets``), keyed by
+    the render version, the renderer's source and every option; a damaged entry is rendered again."""
+    from .. import cache as cache_mod
     from ..datasets import photodigits as pd
 
-    key = (f"photodigits-v{version}-{opts['train_size']}-{opts['test_size']}-seed{opts['render_seed']}"
-           f"-{opts['image_size']}px.npz")
-    path = cache / "datasets" / key
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError):
-            pass  # damaged cache entry: render again
+    cache = cache_mod.active()
+    names = ("x_train", "y_train", "x_test", "y_test")
+    key = cache_mod.key("datasets", dataset="photodigits", render_version=pd.VERSION,
+                        renderer=cache_mod.source_digest(PhotoDigits), options=cache_mod.canonical(
+                            {k: opts[k] for k in ("train_size", "test_size", "render_seed", "image_size")}),
+                        module=cache_mod.file_digest(Path(pd.__file__)))
+    arrays = cache.get_arrays("datasets", key, names)
+    if arrays is not None:
+        return arrays
     tr, te = _render_splits(opts)
     arrays = {"x_train": tr.images, "y_train": tr.labels, "x_test": te.images, "y_test": te.labels}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs time
+    cache.put_arrays("datasets", key, arrays)
     return arrays
 
 

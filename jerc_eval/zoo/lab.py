@@ -407,12 +407,11 @@ def load_splits(n_train: int | None, n_test: int | None):
 
     from ..datasets import photodigits as pd
     from ..default_plugins.datasets import _cached_render
-    from ..features import default_cache_dir
 
     # the lab corrupts the 64 px render (its corruptions, injection and background swap act at the render size)
     opts = {"train_size": n_train or pd.DEFAULT_SIZES["train"], "test_size": n_test or pd.DEFAULT_SIZES["test"],
             "render_seed": 0, "image_size": pd.IMAGE_SIZE}
-    arr = _cached_render(default_cache_dir(), pd.VERSION, opts)
+    arr = _cached_render(opts)
     train = SimpleNamespace(images=arr["x_train"], labels=arr["y_train"])
     test = SimpleNamespace(images=arr["x_test"], labels=arr["y_test"])
     return train, test, opts

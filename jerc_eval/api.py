@@ -96,6 +96,12 @@ class Configurable:
     def kind_label(cls) -> str:
         return "extension"
 
+    def cache_parts(self) -> dict[str, Any]:
+        """Inputs besides the options that can change what this extension computes (e.g. a file an option names
+        inside a string); they join its cache identity (``jerc_eval.cache.identity``). Paths are hashed by
+        content. The options, the class, its version and its source file are always in the key already."""
+        return {}
+
 
 # ----------------------------------------------------------------------------------------------- encoders
 @dataclass(frozen=True)

@@ -74,15 +74,28 @@ def file_digest(path: Path) -> str:
     return _FILE_DIGESTS[memo]
 
 
+FOLDER_DEPTH = 4
+
+
 def folder_digest(path: Path) -> str:
-    """A folder by the relative names, sizes and modification times of every file under it (not by content:
-    an ImageNet-C root holds tens of gigabytes). Replacing, adding or removing a file changes it."""
+    """A folder by the relative names, sizes and modification times of its files and folders down to
+    ``FOLDER_DEPTH`` levels (enough for ImageNet-C's ``corruption/severity/class/image``), not by content: such a
+    root holds tens of gigabytes; ``__pycache__`` and hidden folders are skipped. Adding, removing, replacing or
+    rewriting a file changes it."""
     path = Path(path).resolve()
     h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for top, dirs, files in os.walk(path):
+        rel = Path(top).relative_to(path)
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))  # written by imports
+        if len(rel.parts) >= FOLDER_DEPTH - 1:
+            dirs[:] = []
+        for name in sorted(files) + [f"{d}/" for d in dirs]:
+            try:
+                st = os.stat(os.path.join(top, name.rstrip("/")))
+            except OSError:
+                continue
+            size = 0 if name.endswith("/") else st.st_size
+            h.update(f"{(rel / name).as_posix()}\0{size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -148,7 +161,8 @@ def identity(ext: Any) -> dict[str, Any]:
     cls = type(ext)
     return {"name": getattr(ext, "name", cls.__name__), "class": f"{cls.__module__}.{cls.__qualname__}",
             "version": str(getattr(cls, "version", "")), "source_sha256": source_digest(cls),
-            "options": canonical(result_options(ext))}
+            "options": canonical(result_options(ext)),
+            "extra": canonical(ext.cache_parts()) if hasattr(ext, "cache_parts") else None}
 
 
 def key(kind: str, **parts: Any) -> str:

@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     cc = cp_sub.add_parser("compare", help="fidelity of the fast backend against the reference (table + JSON); "
                                            "--params cifar10 checks the CIFAR-10-C table at 32 px", add_help=False)
     cc.add_argument("rest", nargs=argparse.REMAINDER)
+    ca = sub.add_parser("cache", help="the feature/probe/dataset cache: info, verify, clear",
+                        description="info: entries and bytes per kind; verify: read and check every entry, remove "
+                                    "what fails (and stray temp files); clear: remove everything (or one --kind)")
+    ca.add_argument("cache_command", choices=("info", "verify", "clear"), metavar="info|verify|clear")
+    ca.add_argument("--cache-dir", metavar="DIR", help="cache root (default $JERC_EVAL_CACHE or ~/.cache/jerc-eval)")
+    ca.add_argument("--kind", choices=("features", "probes", "alignment", "datasets"), help="clear: only this kind")
+    ca.add_argument("--json", action="store_true", help="print the report as JSON")
     th = sub.add_parser("theory", help="the paper's linear theory")
     th_sub = th.add_subparsers(dest="theory_command", metavar="COMMAND")
     rp = th_sub.add_parser("reproduce", help="regenerate the paper's Figure 3 protocol offline (PNG + JSON)")
@@ -145,6 +152,44 @@ def _number_or_text(value: str) -> Any:
         return value
 
 
+def _cache_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import cache
+
+    root = Path(args.cache_dir) if args.cache_dir else cache.default_root()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"cache root {str(root)!r} is a file; pass a folder with --cache-dir")
+    if args.cache_command == "info":
+        doc = cache.scan(root)
+        if args.json:
+            print(json.dumps(doc, indent=2))
+            return 0
+        print(f"cache {root}" + ("" if root.is_dir() else " (does not exist yet)"))
+        for kind in cache.KINDS:
+            k = doc["kinds"].get(kind, {"entries": 0, "bytes": 0})
+            print(f"  {kind:<10} {k['entries']:>6} entries  {k['bytes'] / 2**20:9.1f} MiB")
+        if doc["tmp_files"] or doc["other_files"]:
+            print(f"  {doc['tmp_files']} temporary file(s) (swept by the next run or `cache verify`), "
+                  f"{doc['other_files']} file(s) of another layout, {doc['other_bytes'] / 2**20:.1f} MiB "
+                  f"(an older jerc-eval; `cache clear` removes them)")
+        return 0
+    if args.cache_command == "verify":
+        doc = cache.verify(root)
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        else:
+            print(f"cache {root}: {doc['checked']} entries checked, {doc['ok']} sound, {len(doc['failed'])} "
+                  f"removed (recomputed when next needed), {doc['removed_tmp']} temporary file(s) removed")
+            for f in doc["failed"][:20]:
+                print(f"  removed {f['file']}: {f['why']}")
+        return 0
+    n = cache.clear(root, args.kind)
+    print(json.dumps({"root": str(root), "removed_files": n}) if args.json
+          else f"cache {root}: removed {n} file(s){' of kind ' + args.kind if args.kind else ''}")
+    return 0
+
+
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .plugins import create_host
 
@@ -174,6 +219,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         rows = compare(args.rest)
         return 0 if all(r.get("passed", True) and r.get("replay_passed", True) and r.get("torch_path_passed", True)
                         for r in rows) else 1
+    if args.command == "cache":
+        return _cache_command(args)
     if args.command == "lab":
         from .zoo.lab import run_from_args
 

@@ -236,9 +236,15 @@ class HubEncoder(_LocalModelAdapter):
         "checkpoint": Option(Path, None, "local weights loaded strictly after the entry builds the model; without "
                              "it the entry must load its own weights from local files", must_exist=True),
         "kwargs": Option(str, "{}", "JSON object of keyword arguments for the entry"),
-        "trust_repo": Option(bool, False, "GitHub ids only: allow running that repository's hubconf.py"),
+        "trust_repo": Option(bool, False, "GitHub ids only: allow running that repository's hubconf.py",
+                             affects_result=False),
         **_COMMON,
     }
+
+    def cache_parts(self) -> dict[str, Any]:
+        """A local hub repository's code (hubconf.py and the files beside it) is part of the features' key."""
+        local = Path(self.opts["repo"]).expanduser()
+        return {"repo": Path(local)} if local.is_dir() else {}
 
     def build(self) -> tuple[Any, str, str, list[str]]:
         import torch
@@ -321,6 +327,11 @@ class FactoryEncoder(_LocalModelAdapter):
         "kwargs": Option(str, "{}", "JSON object of keyword arguments for the callable"),
         **_COMMON,
     }
+
+    def cache_parts(self) -> dict[str, Any]:
+        """The content of a path/to/file.py:CALLABLE file is part of the features' key (an edit refreshes it)."""
+        file = self.opts["callable"].rsplit(":", 1)[0]
+        return {"callable_file": Path(file)} if file.endswith(".py") and Path(file).is_file() else {}
 
     def build(self) -> tuple[Any, str, str, list[str]]:
         from torch import nn

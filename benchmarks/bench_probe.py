@@ -46,10 +46,10 @@ def bench(n: int, dim: int, classes: int, C: float, max_iter: int) -> dict:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for dev in devices:
         if dev == "cuda":
-            fit_logreg(xtr[:1000], ytr[:1000], classes, c_grid=(C,), val_fraction=0.1, max_iter=5, seed=0, device=dev)
+            fit_logreg(xtr[:1000], ytr[:1000], classes, c_grid=(C,), max_iter=5, seed=0, device=dev)
             torch.cuda.synchronize()
         t = time.perf_counter()
-        model, _ = fit_logreg(xtr, ytr, classes, c_grid=(C,), val_fraction=0.1, max_iter=max_iter, seed=0, device=dev)
+        model, _ = fit_logreg(xtr, ytr, classes, c_grid=(C,), max_iter=max_iter, seed=0, device=dev)
         if dev == "cuda":
             torch.cuda.synchronize()
         out[f"torch_{dev}_s"] = time.perf_counter() - t

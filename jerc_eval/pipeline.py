@@ -48,6 +48,7 @@ class Plan:
     plugin_of: dict[str, str] = field(default_factory=dict)
     probe_cache: ProbeCache | None = None
     torch_threads: int | None = None  # torch's thread count during the run
+    train_order: np.ndarray | None = None  # the canonical order of the train images (probes.canonical_order)
     suite_id: dict[str, Any] | None = None  # the suite's cache identity, once its parameter table is known
     timing_detail: dict[str, Any] = field(default_factory=dict)  # clock readings of steps, for results "timing"
 
@@ -222,6 +223,9 @@ def fit_probe(plan: Plan, features: np.ndarray, labels: np.ndarray, num_classes:
     from .probes import array_digest
 
     probe = probe or plan.probe
+    if plan.train_order is not None and len(plan.train_order) == len(labels):
+        # the canonical order of the train images: a fit (and its choice of C) that does not depend on file order
+        features, labels = features[plan.train_order], labels[plan.train_order]
     cache = plan.probe_cache
     key = None
     if cache is not None and cache.enabled and feature_key is not None and caches_fits(probe):
@@ -257,8 +261,14 @@ def fit_probes(plan: Plan, jobs: list[tuple], progress: bool = False, desc: str 
 
     # one thread for the whole pool: each fit's own single_threaded() then saves and restores 1, never another
     # fit's setting
+    from .probes import fold_threads
+
+    def one(job: tuple) -> Any:
+        with fold_threads(1):  # the fits share the cores already: each runs its folds one after another
+            return fit_probe(plan, *job)
+
     with single_threaded(), ThreadPoolExecutor(min(threads, len(jobs))) as pool:
-        return list(tqdm(pool.map(lambda job: fit_probe(plan, *job), jobs), **bar))
+        return list(tqdm(pool.map(one, jobs), **bar))
 
 
 def _row(name: str, plan: Plan, corruption: str, severity: int, pred: np.ndarray, labels: np.ndarray,
@@ -321,7 +331,9 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
     host = host or create_host()
     plan = resolve(cfg, host)  # 1
     timing["resolve_s"] = time.perf_counter() - t0
-    with _cache_active(plan):
+    from .seeding import kept_process_state
+
+    with kept_process_state(), _cache_active(plan):
         return _run(plan, host, t0, timing, echo, progress)
 
 
@@ -342,6 +354,9 @@ def _run(plan: Plan, host: Host, t0: float, timing: dict[str, float], echo: Call
 
     plan.torch_threads = torch.get_num_threads()  # what the run uses (environment.torch_threads)
     data = load_dataset(plan)  # 2
+    from .probes import canonical_order
+
+    plan.train_order = canonical_order(data.train.images, plan.cfg.seed)
     loaded = {n: a.load() for n, a in plan.encoders.items()}
     evals = {n: Evaluator(n, plan.encoders[n], loaded[n], plan, data.fingerprint) for n in plan.encoders}
     timing["load_s"] = time.perf_counter() - t0 - timing["resolve_s"]

@@ -43,3 +43,19 @@ def test_thread_count_restored_when_the_encoder_fails(images, threads):
     with pytest.raises(RuntimeError, match="broken encoder"):
         extract(enc, images, batch_size=64)
     assert torch.get_num_threads() == 2
+
+
+def test_single_threaded_with_blas_restores_torch_threads():
+    """threadpoolctl records torch's OpenMP pool too: restoring it after torch set torch back to 1 thread."""
+    import torch
+
+    from jerc_eval.features import single_threaded
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with single_threaded(blas=True):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -38,7 +38,7 @@ def test_logreg_matches_sklearn(C):
 
     x_all, y_all = _blobs(3000, d=32, classes=10, sep=0.45)
     x, y, xt, yt = x_all[:2000], y_all[:2000], x_all[2000:], y_all[2000:]
-    ours, info = fit_logreg(x, y, 10, c_grid=(C,), val_fraction=0.1, max_iter=500, seed=0, device="cpu")
+    ours, info = fit_logreg(x, y, 10, c_grid=(C,), max_iter=500, seed=0, device="cpu")
     sc = StandardScaler().fit(x)
     sk = LogisticRegression(C=C, max_iter=5000, tol=1e-8).fit(sc.transform(x), y)
     acc_ours = (ours.predict(xt) == yt).mean()
@@ -48,13 +48,41 @@ def test_logreg_matches_sklearn(C):
     assert info["C"] == C
 
 
-def test_logreg_chooses_c_on_holdout():
-    from jerc_eval.probes import fit_logreg
+def test_logreg_chooses_c_by_stratified_cross_validation():
+    from jerc_eval.probes import fit_logreg, fold_threads
 
     x, y = _blobs(800, d=64, classes=4, sep=0.3)
-    _, info = fit_logreg(x, y, 4, c_grid=(1e-4, 1e-2, 1.0), val_fraction=0.2, max_iter=200, seed=0, device="cpu")
-    assert set(info["val_accuracy_by_C"]) == {1e-4, 1e-2, 1.0}
-    assert info["val_accuracy_by_C"][info["C"]] == max(info["val_accuracy_by_C"].values())
+    _, info = fit_logreg(x, y, 4, c_grid=(1e-4, 1e-2, 1.0), max_iter=200, seed=0, device="cpu")
+    assert info["folds"] == 5 and set(info["cv_accuracy_by_C"]) == {1e-4, 1e-2, 1.0}
+    assert all(len(v) == 5 for v in info["cv_fold_accuracy_by_C"].values())
+    assert info["cv_accuracy_by_C"][info["C"]] == max(info["cv_accuracy_by_C"].values())
+    for C, folds in info["cv_fold_accuracy_by_C"].items():
+        assert info["cv_accuracy_by_C"][C] == pytest.approx(np.mean(folds))
+    with fold_threads(1):  # the folds one after another: the same bits as side by side
+        _, serial = fit_logreg(x, y, 4, c_grid=(1e-4, 1e-2, 1.0), max_iter=200, seed=0, device="cpu")
+    assert serial == info
+
+
+def test_folds_are_stratified_and_shrink_for_small_classes():
+    from jerc_eval.probes import stratified_folds
+
+    y = np.array([0] * 12 + [1] * 7 + [2] * 3)
+    folds, k = stratified_folds(y, 5)
+    assert k == 3  # the smallest class has 3 images
+    for c in range(3):
+        counts = np.bincount(folds[y == c], minlength=k)
+        assert counts.max() - counts.min() <= 1 and counts.min() >= 1
+
+
+def test_canonical_order_ignores_file_order_and_depends_on_the_seed():
+    from jerc_eval.probes import canonical_order
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, size=(50, 4, 4, 3), dtype=np.uint8)
+    perm = rng.permutation(50)
+    a, b = canonical_order(imgs, 0), canonical_order(imgs[perm], 0)
+    np.testing.assert_array_equal(imgs[a], imgs[perm][b])
+    assert not np.array_equal(canonical_order(imgs, 0), canonical_order(imgs, 1))
 
 
 def test_knn_matches_brute_force():
@@ -89,7 +117,7 @@ def test_clean_probe_fits_side_by_side_give_the_bits_of_one_after_another():
         x, y = _blobs(600, d=24, seed=seed)
         jobs.append((x, y, 5, None, None))
     plan = SimpleNamespace(probe=HOST.registry("probes").get("logreg")(), probe_cache=None, cache=None,
-                           cfg=SimpleNamespace(seed=0), device="cpu")
+                           cfg=SimpleNamespace(seed=0), device="cpu", train_order=None)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -34,6 +34,9 @@ _SAFE_GLOBALS: tuple = (argparse.Namespace,)
 def read_checkpoint(path: str | Path) -> Any:
     """Read a ``.pth``/``.pt``/``.bin``/``.ckpt`` (weights only) or ``.safetensors`` file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a file; pass the weights file with "
+                              f"-o checkpoint PATH")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass an existing file with -o checkpoint PATH")
     if path.suffix == ".safetensors":

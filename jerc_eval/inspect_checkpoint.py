@@ -181,6 +181,8 @@ def _suggest(path: Path, info: dict) -> tuple[dict | None, list[dict], str]:
 def inspect(path: str | Path) -> dict[str, Any]:
     """Describe a checkpoint file and suggest the adapter that loads it (raises CheckpointError if unreadable)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; pass the checkpoint file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass an existing file")
     info: dict[str, Any] = {"path": str(path), "size_bytes": path.stat().st_size, "container": container_of(path)}

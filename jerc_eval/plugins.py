@@ -108,6 +108,8 @@ def import_file(path: Path, prefix: str) -> ModuleType:
 def load_file_plugin(path: str | Path) -> ModuleType:
     """Import a one-file plugin from a path (its hooks are module-level ``@hookimpl`` functions)."""
     path = Path(path)
+    if path.is_dir():
+        raise PluginError(f"plugin file {str(path)!r} is a folder; pass the plugin's .py file to --plugin")
     if not path.is_file():
         raise PluginError(f"plugin file {str(path)!r} does not exist; check the path given to --plugin")
     return import_file(path, "jerc_eval_file_plugin")

@@ -310,7 +310,7 @@ class DINOAdapter(_ViTAdapter):
                    "training checkpoint with teacher/student; DINO head dropped)")
     version = "2"
     options = {
-        "checkpoint": Option(Path, help="DINO backbone or training checkpoint", must_exist=True),
+        "checkpoint": Option(Path, help="DINO backbone or training checkpoint", must_exist=True, path_kind="file"),
         "checkpoint_key": Option(str, "teacher", "which network of a full training checkpoint",
                                  choices=("teacher", "student")),
         "n_last_blocks": Option(int, 1, "concatenate the [CLS] of the last n blocks (DINO: 4 for ViT-S, 1 for ViT-B)"),
@@ -390,7 +390,7 @@ class BYOLAdapter(_CheckpointAdapter):
     version = "2"
     options = {
         "checkpoint": Option(Path, help="BYOL ResNet checkpoint (.pth/.ckpt/.pt/.safetensors, or the official "
-                             "Haiku .pkl)", must_exist=True),
+                             "Haiku .pkl)", must_exist=True, path_kind="file"),
         "image_size": Option(int, 0, "input size fed to the encoder; 0 means the dataset's native size"),
         "haiku_padding": Option(str, "same", "Haiku .pkl only: 'same' reproduces TensorFlow SAME padding of the "
                                 "strided convs/max-pool (exact); 'torchvision' pads symmetrically, as the usual "

@@ -159,7 +159,20 @@ def strict_load(module: Any, sd: dict, owner: str, allowed_missing: tuple[str, .
     if missing or unexpected or shapes:
         raise CheckpointError(f"{owner}: checkpoint does not fit the architecture: {key_diff(missing, unexpected, shapes)}; "
                               f"check the encoder and its options (jerc-eval inspect-checkpoint FILE)")
+    check_finite(sd, owner)
     module.load_state_dict(sd, strict=not allowed_missing)
+
+
+def check_finite(sd: Mapping, owner: str) -> None:
+    """Every floating-point tensor is finite; the first one with a NaN or Inf is named (a diverged run's file)."""
+    import torch
+
+    for key, t in sd.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+            raise CheckpointError(f"{owner}: tensor {key} holds {bad} {kind} value(s) of {t.numel()}; the weights "
+                                  f"are broken (a diverged run?): use an earlier checkpoint")
 
 
 def key_diff(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:

@@ -220,7 +220,18 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .pipeline import run
 
     cfg = _run_config(args)
-    run(cfg, host=host, progress=not args.quiet)
+    try:
+        run(cfg, host=host, progress=not args.quiet)
+    except (JercError, KeyboardInterrupt, OSError):
+        raise
+    except Exception as exc:  # raised inside a third-party plugin's code: its error (exit 7), naming it
+        plugin = host.plugin_raising(exc)
+        if plugin is None:
+            raise
+        from .errors import PluginError
+        from .plugins import hook_failure
+
+        raise PluginError(hook_failure(plugin, "the run", exc)) from exc
     return 0
 
 

@@ -48,7 +48,9 @@ def read_checkpoint(path: str | Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc).strip()
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        # torch words it "Unsupported global: GLOBAL x.Y was not an allowed global" or, for a blocked module,
+        # "Trying to load unsupported GLOBAL x.Y whose module x is blocked"
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
         first = f"it needs {found.group(1)}" if found else (text.splitlines()[-1][:160] if text else type(exc).__name__)
         hint = "Re-save it as a plain state_dict or safetensors"
         if found and found.group(1).startswith("numpy") and not zipfile.is_zipfile(path):
@@ -147,6 +149,25 @@ def sha256_state_dict(sd: Mapping) -> str:
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def fill_bn_counters(module: Any, sd: dict) -> tuple[dict, list[str]]:
+    """``sd`` with BatchNorm's ``num_batches_tracked`` buffers filled (0) when the file has none of them.
+
+    torchvision-layout files saved without these step counters (the usual JAX->PyTorch BYOL conversion,
+    ``pretrain_res50x1.pth.tar``; files from torch < 0.4.1) load strictly this way, as torchvision itself loads
+    them; the filled keys are returned so the adapter records them. A file that has some counters but lacks
+    others is left alone (strict loading then reports the missing ones), and every other key must still match.
+    """
+    import torch
+
+    counters = [k for k in module.state_dict() if k.endswith("num_batches_tracked")]
+    if not counters or any(k in sd for k in counters):
+        return sd, []
+    filled = dict(sd)
+    for k in counters:
+        filled[k] = torch.tensor(0, dtype=torch.long)
+    return filled, counters
 
 
 def strict_load(module: Any, sd: dict, owner: str, allowed_missing: tuple[str, ...] = ()) -> None:

@@ -111,11 +111,13 @@ def check_device(requested: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- disk full
-def no_space_message(exc: OSError, fallback: str | Path | None = None) -> str | None:
-    """The one-line message for a full disk (ENOSPC / EDQUOT), naming the folder; None for other errors."""
+def no_space_message(exc: OSError, folder: str | Path | None = None) -> str | None:
+    """The one-line message for a full disk (ENOSPC / EDQUOT), naming ``folder`` (or the folder of the file the
+    error names); None for other errors."""
     if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         return None
-    where = exc.filename or fallback
-    folder = Path(where).parent if where and not Path(where).is_dir() else where
-    return (f"no space left on the device of {str(folder)!r}" if folder else "no space left on the device") + \
-        "; free some space, or pass --out / --cache-dir on another disk (or --no-cache)"
+    if folder is None and exc.filename:
+        folder = Path(exc.filename).parent
+    where = f" of {str(folder)!r}" if folder else " (writing the results or the feature cache)"
+    return (f"no space left on the device{where}; free some space, or pass --out / --cache-dir on another disk "
+            f"(or --no-cache)")

@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _error(args, "error: interrupted; nothing was written", 130)
     except OSError as exc:
-        full = no_space_message(exc, getattr(args, "out", None))
+        full = no_space_message(exc)
         if full is not None:
             return _error(args, f"error: {full}", UsageError.exit_code)
         return _internal(args, exc)

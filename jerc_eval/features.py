@@ -157,6 +157,10 @@ class FeatureCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, feats.astype(np.float16))
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, feats.astype(np.float16))
+            os.replace(tmp, path)
+        except BaseException:  # a full disk (or an interrupt) leaves no temporary file behind
+            os.unlink(tmp)
+            raise

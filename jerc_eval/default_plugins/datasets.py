@@ -106,7 +106,7 @@ class NpzDataset(Dataset):
         fix = "save x_train, y_train, x_test, y_test with numpy.savez"
         try:
             z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{path} is not a readable .npz ({first[:120]}); {fix}") from None
         if not isinstance(z, np.lib.npyio.NpzFile):

@@ -105,6 +105,8 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
                          f"needs corrupted train images: use probe_fit_on 'clean' or a suite that computes them")
     if cfg.batch_size < 1 or cfg.workers < 0:
         raise UsageError("batch_size must be >= 1 and workers >= 0; fix the flag or config key")
+    if cfg.seed < 0:
+        raise UsageError(f"seed {cfg.seed} is negative; pass --seed N with N >= 0")
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     checks.check_writable_dir(cfg.out, "--out", "results")  # before any compute; creates nothing
     if not cfg.no_cache:

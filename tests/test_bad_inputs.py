@@ -138,6 +138,10 @@ MATRIX = [
     ("out-under-file", NPZ + ["{good}", "--out", "{afile}/results"], 2, "is a file, not a folder"),
     ("cache-dir-file", NPZ + ["{good}", "--cache-dir", "{afile}"], 2, "--cache-dir"),
     ("severity", NPZ + ["{good}", "-s", "1,7"], 2, "outside 1-5"),
+    ("image-size-negative", NPZ + ["{good}", "-o", "image_size", "-5"], 2, "-o image_size N with N >= 0"),
+    ("num-heads-not-dividing", ["run", "-e", "zoo-mae", "--dataset", "npz", "-d", "path", "{good}", "-o", "num_heads",
+                                "5"], 2, "does not divide the ViT's width"),
+    ("seed-negative", NPZ + ["{good}", "--seed", "-1"], 2, "--seed N with N >= 0"),
     ("config-folder", ["run", "--config", "{ckptdir}"], 2, "is a folder"),
     # ---- 4: unknown names
     ("encoder-typo", ["run", "-e", "maee"], 4, "Did you mean: mae"),

@@ -143,7 +143,8 @@ class ImageFolder(Dataset):
     name = "imagefolder"
     description = "Your own data: ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/* (class = folder name)"
     options = {"root": Option(Path, help="folder holding train/ and test/", must_exist=True, path_kind="folder"),
-               "image_size": Option(int, 0, "resize every image to this square size; 0 keeps the files' size")}
+               "image_size": Option(int, 0, "resize every image to this square size; 0 keeps the files' size",
+                                    minimum=0)}
 
     def load(self, seed: int) -> LoadedDataset:
         root = Path(self.opts["root"])

@@ -38,6 +38,9 @@ def _build_vit(sd: dict, num_heads: int) -> tuple[Any, dict]:
     from ..models import VisionTransformer
 
     kw = vit_kwargs(sd, num_heads)
+    if kw["embed_dim"] % kw["num_heads"]:
+        raise UsageError(f"num_heads {kw['num_heads']} does not divide the ViT's width {kw['embed_dim']}; pass "
+                         f"-o num_heads N with N dividing {kw['embed_dim']} (0 infers it)")
     return VisionTransformer(**kw), kw
 
 
@@ -146,8 +149,8 @@ def _drop_head(sd: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------- adapters
 _VIT_OPTIONS = {
-    "num_heads": Option(int, 0, "attention heads; 0 infers them from the width (ViT-S/B/L/H table)"),
-    "image_size": Option(int, 0, "input size fed to the encoder; 0 uses the checkpoint's native size"),
+    "num_heads": Option(int, 0, "attention heads; 0 infers them from the width (ViT-S/B/L/H table)", minimum=0),
+    "image_size": Option(int, 0, "input size fed to the encoder; 0 uses the checkpoint's native size", minimum=0),
 }
 
 
@@ -423,7 +426,7 @@ class BYOLAdapter(_CheckpointAdapter):
         "checkpoint": Option(Path, help="BYOL ResNet checkpoint (.pth/.ckpt/.pt/.safetensors, or the official "
                              "Haiku .pkl)", must_exist=True, path_kind="file"),
         "image_size": Option(int, 0, "input size fed to the encoder; 0 uses the declared size: 224 for an ImageNet "
-                             "ResNet (7x7 stem), the dataset's own size for a small 3x3-stem ResNet"),
+                             "ResNet (7x7 stem), the dataset's own size for a small 3x3-stem ResNet", minimum=0),
         "haiku_padding": Option(str, "same", "Haiku .pkl only: 'same' reproduces TensorFlow SAME padding of the "
                                 "strided convs/max-pool (exact); 'torchvision' pads symmetrically, as the usual "
                                 "converted ResNet-50 does", choices=("same", "torchvision")),

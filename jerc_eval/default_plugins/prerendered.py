@@ -118,7 +118,7 @@ class ImageNetCFolder(CorruptionSuite):
     name = "imagenet-c-folder"
     description = "ImageNet-C as released: <root>/<corruption>/<severity>/<class>/<image> (JPEG q=85, 224 px)"
     options = {"root": Option(Path, help="ImageNet-C root folder", must_exist=True, path_kind="folder"),
-               "image_size": Option(int, 0, "resize to this square size; 0 keeps the files' size")}
+               "image_size": Option(int, 0, "resize to this square size; 0 keeps the files' size", minimum=0)}
     corruptions = dict(FAMILY_OF)
     prerendered = True
     backend = "prerendered"

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, DataError, UsageError
 
 PARADIGMS = ("JE", "RC", "SL", "random")
 _REQUIRED = object()
@@ -30,22 +30,43 @@ class Option:
     # False for an option that cannot change what the extension computes (a download switch, a verbosity):
     # it is then left out of every cache key (jerc_eval.cache.identity); everything else is in the key
     affects_result: bool = True
+    # for must_exist Path options: "file" or "folder" (a folder where a file is expected is an error); None: either
+    path_kind: str | None = None
+    minimum: float | None = None  # for numbers: the smallest valid value (inclusive)
 
     @property
     def required(self) -> bool:
         return self.default is _REQUIRED
 
-    def convert(self, owner: str, key: str, raw: Any) -> Any:
-        value = _coerce(owner, key, self.type, raw)
+    def convert(self, owner: str, key: str, raw: Any, flag: str = "-o",
+                missing: type[Exception] = CheckpointError) -> Any:
+        """``raw`` as this option's type, checked; ``flag`` is the command-line flag that carries the option (named
+        in hints) and ``missing`` the error a missing path raises (its kind's exit code)."""
+        value = _coerce(owner, key, self.type, raw, flag)
         if self.choices is not None and value not in self.choices:
-            raise UsageError(f"option {key}={raw!r} of {owner} must be one of {', '.join(map(str, self.choices))}")
-        if self.must_exist and value is not None and not Path(value).exists():
-            raise CheckpointError(f"{key} file {str(value)!r} of {owner} does not exist; check the path "
-                                  f"(-o {key} PATH)")
+            raise UsageError(f"option {key}={raw!r} of {owner} must be one of {', '.join(map(str, self.choices))}; "
+                             f"pass {flag} {key} {self.choices[0]}")
+        if self.minimum is not None and value is not None and value < self.minimum:
+            raise UsageError(f"option {key}={raw!r} of {owner} must be at least {self.minimum:g}; "
+                             f"pass {flag} {key} N with N >= {self.minimum:g}")
+        if self.must_exist and value is not None:
+            check_path(Path(value), f"{key} {'folder' if self.path_kind == 'folder' else 'file'}", owner,
+                       f"{flag} {key} PATH", self.path_kind, missing)
         return value
 
 
-def _coerce(owner: str, key: str, typ: type, raw: Any) -> Any:
+def check_path(path: Path, what: str, owner: str, hint: str, kind: str | None,
+               missing: type[Exception]) -> None:
+    """A path option that must exist, and be a file or a folder as ``kind`` says; ``missing`` is raised if not."""
+    if not path.exists():
+        raise missing(f"{what} {str(path)!r} of {owner} does not exist; check the path ({hint})")
+    if kind == "file" and path.is_dir():
+        raise missing(f"{what} {str(path)!r} of {owner} is a folder, not a file; pass the file itself ({hint})")
+    if kind == "folder" and not path.is_dir():
+        raise missing(f"{what} {str(path)!r} of {owner} is a file, not a folder; pass the folder ({hint})")
+
+
+def _coerce(owner: str, key: str, typ: type, raw: Any, flag: str = "-o") -> Any:
     if raw is None or isinstance(raw, typ) and not (typ is int and isinstance(raw, bool)):
         return raw
     try:
@@ -59,23 +80,24 @@ def _coerce(owner: str, key: str, typ: type, raw: Any) -> Any:
         return typ(raw)
     except (TypeError, ValueError):
         raise UsageError(f"option {key}={raw!r} of {owner} is not a valid {typ.__name__}; "
-                         f"pass e.g. -o {key} <{typ.__name__}>") from None
+                         f"pass e.g. {flag} {key} <{typ.__name__}>") from None
 
 
-def validate_options(owner: str, declared: dict[str, Option], given: dict[str, Any]) -> dict[str, Any]:
+def validate_options(owner: str, declared: dict[str, Option], given: dict[str, Any], flag: str = "-o",
+                     missing: type[Exception] = CheckpointError) -> dict[str, Any]:
     """Check option names, convert values to their types, fill defaults; unknown or missing keys are errors."""
     for key in given:
         if key not in declared:
             close = difflib.get_close_matches(key, list(declared), n=1)
             hint = f" Did you mean: {close[0]}?" if close else ""
             known = ", ".join(sorted(declared)) or "(it takes no options)"
-            raise UsageError(f"unknown option {key!r} for {owner}.{hint} Options: {known}")
+            raise UsageError(f"unknown option {key!r} for {owner} ({flag} {key}).{hint} Options: {known}")
     out = {}
     for key, opt in declared.items():
         if key in given:
-            out[key] = opt.convert(owner, key, given[key])
+            out[key] = opt.convert(owner, key, given[key], flag, missing)
         elif opt.required:
-            raise UsageError(f"{owner} needs option {key!r} ({opt.help}); pass -o {key} VALUE")
+            raise UsageError(f"{owner} needs option {key!r} ({opt.help}); pass {flag} {key} VALUE")
         else:
             out[key] = opt.default
     return out
@@ -88,9 +110,14 @@ class Configurable:
     description: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     options: ClassVar[dict[str, Option]] = {}
+    # the command-line flag that carries this kind's options, named in hints (-o encoders, -d datasets, ...)
+    option_flag: ClassVar[str] = "-o"
+    # what a missing path option raises: its kind's exit code (5 checkpoints; 6 data files; 2 otherwise)
+    missing_path_error: ClassVar[type[Exception]] = UsageError
 
     def __init__(self, **options: Any):
-        self.opts = validate_options(f"{self.kind_label()} {self.name!r}", self.options, options)
+        self.opts = validate_options(f"{self.kind_label()} {self.name!r}", self.options, options, self.option_flag,
+                                     self.missing_path_error)
 
     @classmethod
     def kind_label(cls) -> str:
@@ -132,6 +159,7 @@ class EncoderAdapter(Configurable):
     """Loads one family of pretrained encoders. Implement :meth:`load`; optionally :meth:`random_init`."""
 
     paradigm: ClassVar[str] = "JE"
+    missing_path_error = CheckpointError
 
     @classmethod
     def kind_label(cls) -> str:
@@ -158,6 +186,8 @@ class CorruptionSuite(Configurable):
     backend: str = "reference"  # set by the core from the run's ``backend`` key
     device: str = "cpu"  # where an in-process (torch) backend runs
     prerendered: ClassVar[bool] = False  # True: corrupted images are read from files (implement load_cell/iter_cell)
+    option_flag = "-S"
+    missing_path_error = DataError
 
     @classmethod
     def kind_label(cls) -> str:
@@ -223,6 +253,9 @@ class LoadedDataset:
 class Dataset(Configurable):
     """A labelled image dataset with train and test splits. Implement :meth:`load`."""
 
+    option_flag = "-d"
+    missing_path_error = DataError
+
     @classmethod
     def kind_label(cls) -> str:
         return "dataset"
@@ -241,6 +274,8 @@ class FittedProbe:
 
 class Probe(Configurable):
     """Fits a classifier on frozen features. Implement :meth:`fit`."""
+
+    option_flag = "-p"
 
     @classmethod
     def kind_label(cls) -> str:

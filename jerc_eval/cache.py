@@ -246,13 +246,17 @@ def array_from(header: dict, payload: bytes) -> np.ndarray:
     return np.frombuffer(payload, dtype=dtype).reshape(shape).copy()
 
 
+def _write_all(fh: Any, blob: bytes) -> None:
+    fh.write(blob)
+
+
 def write_atomically(path: Path, blob: bytes) -> None:
     """``blob`` to ``path`` through a ``*.tmp`` beside it and a rename; the temp file goes on any failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
+            _write_all(fh, blob)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -313,8 +317,14 @@ class Cache:
             return False
         try:
             write_atomically(self.path(kind, key_), encode_entry(kind, key_, payload, **meta))
-        except OSError as exc:  # a read-only or full cache costs time, never the run
-            self.write_errors.append(f"{self.root}: {exc.strerror or exc}")
+        except OSError as exc:
+            from .checks import no_space_message
+            from .errors import UsageError
+
+            full = no_space_message(exc, self.root)
+            if full:  # the results would not fit either: one line, exit 2, the temp file already gone
+                raise UsageError(full) from None
+            self.write_errors.append(f"{self.root}: {exc.strerror or exc}")  # read-only: it costs time only
             return False
         return True
 

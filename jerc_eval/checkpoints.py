@@ -33,6 +33,9 @@ _SAFE_GLOBALS: tuple = (argparse.Namespace,)
 def read_checkpoint(path: str | Path) -> Any:
     """Read a ``.pth``/``.pt``/``.bin``/``.ckpt`` (weights only) or ``.safetensors`` file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a file; pass the weights file with "
+                              f"-o checkpoint PATH")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass an existing file with -o checkpoint PATH")
     if path.suffix == ".safetensors":
@@ -44,7 +47,9 @@ def read_checkpoint(path: str | Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc).strip()
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        # torch words it "Unsupported global: GLOBAL x.Y was not an allowed global" or, for a blocked module,
+        # "Trying to load unsupported GLOBAL x.Y whose module x is blocked"
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
         first = f"it needs {found.group(1)}" if found else (text.splitlines()[-1][:160] if text else type(exc).__name__)
         hint = "Re-save it as a plain state_dict or safetensors"
         if found and found.group(1).startswith("numpy") and not zipfile.is_zipfile(path):
@@ -145,6 +150,25 @@ def sha256_state_dict(sd: Mapping) -> str:
     return h.hexdigest()
 
 
+def fill_bn_counters(module: Any, sd: dict) -> tuple[dict, list[str]]:
+    """``sd`` with BatchNorm's ``num_batches_tracked`` buffers filled (0) when the file has none of them.
+
+    torchvision-layout files saved without these step counters (the usual JAX->PyTorch BYOL conversion,
+    ``pretrain_res50x1.pth.tar``; files from torch < 0.4.1) load strictly this way, as torchvision itself loads
+    them; the filled keys are returned so the adapter records them. A file that has some counters but lacks
+    others is left alone (strict loading then reports the missing ones), and every other key must still match.
+    """
+    import torch
+
+    counters = [k for k in module.state_dict() if k.endswith("num_batches_tracked")]
+    if not counters or any(k in sd for k in counters):
+        return sd, []
+    filled = dict(sd)
+    for k in counters:
+        filled[k] = torch.tensor(0, dtype=torch.long)
+    return filled, counters
+
+
 def strict_load(module: Any, sd: dict, owner: str, allowed_missing: tuple[str, ...] = ()) -> None:
     """Load ``sd`` into ``module``; any missing (beyond the allow-list), unexpected or mis-shaped key is an error."""
     expected = module.state_dict()
@@ -155,7 +179,20 @@ def strict_load(module: Any, sd: dict, owner: str, allowed_missing: tuple[str, .
     if missing or unexpected or shapes:
         raise CheckpointError(f"{owner}: checkpoint does not fit the architecture: {key_diff(missing, unexpected, shapes)}; "
                               f"check the encoder and its options (jerc-eval inspect-checkpoint FILE)")
+    check_finite(sd, owner)
     module.load_state_dict(sd, strict=not allowed_missing)
+
+
+def check_finite(sd: Mapping, owner: str) -> None:
+    """Every floating-point tensor is finite; the first one with a NaN or Inf is named (a diverged run's file)."""
+    import torch
+
+    for key, t in sd.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+            raise CheckpointError(f"{owner}: tensor {key} holds {bad} {kind} value(s) of {t.numel()}; the weights "
+                                  f"are broken (a diverged run?): use an earlier checkpoint")
 
 
 def key_diff(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:

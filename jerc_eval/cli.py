@@ -3,14 +3,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
+import traceback
 import warnings
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from .errors import EXIT_CODES, JercError, UsageError
 
 KIND_ALIASES = {"encoder": "encoders", "suite": "suites", "corruption-suites": "suites", "dataset": "datasets",
                 "probe": "probes", "reporter": "reporters"}
+
+
+def _global_flags(parser: argparse.ArgumentParser, after: bool) -> None:
+    """``--debug``, ``--plugin`` and ``--strict-plugins``: on the top-level parser, and again on every subcommand
+    (``after``), so they work before and after it. After it they default to SUPPRESS (or go to ``plugin_after``),
+    so a subcommand never resets what was given before it."""
+    hide = dict(default=argparse.SUPPRESS) if after else {}
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (the exit code stays the error's)",
+                        **hide)
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE", help="load a one-file plugin",
+                        **({"dest": "plugin_after"} if after else {}))
+    parser.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is an error "
+                        "(for CI)", **(hide if after else {"default": None}))
+
+
+class _Sub:
+    """``add_parser`` that also gives every subcommand the global flags."""
+
+    def __init__(self, sub: Any):
+        self.sub = sub
+
+    def add_parser(self, *args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        p = self.sub.add_parser(*args, **kwargs)
+        _global_flags(p, after=True)
+        return p
 
 
 def _add_run(sub: Any) -> None:
@@ -58,11 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jerc-eval", description="How robust is a pretrained self-supervised "
                                      "image encoder, and why? Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
     parser.add_argument("--version", action="version", version=f"jerc-eval {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--plugin", action="append", default=[], metavar="FILE", help="load a one-file plugin")
-    parser.add_argument("--strict-plugins", action="store_true", default=None,
-                        help="a plugin that fails to load is an error (for CI)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _global_flags(parser, after=False)
+    sub = _Sub(parser.add_subparsers(dest="command", metavar="COMMAND"))
     _add_run(sub)
     sub.add_parser("plugins", help="installed plugins: name, version, hooks (JSON)")
     lp = sub.add_parser("list", help="registered encoders, suites, datasets, probes or reporters")
@@ -81,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
                     help="a policy key that wins over the file, e.g. --set min_clean_accuracy 0.8")
     cp = sub.add_parser("corruptions", help="corruption tools")
-    cp_sub = cp.add_subparsers(dest="corruptions_command", metavar="COMMAND")
+    cp_sub = _Sub(cp.add_subparsers(dest="corruptions_command", metavar="COMMAND"))
     cc = cp_sub.add_parser("compare", help="fidelity of the fast backend against the reference (table + JSON); "
                                            "--params cifar10 checks the CIFAR-10-C table at 32 px", add_help=False)
     cc.add_argument("rest", nargs=argparse.REMAINDER)
@@ -93,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--kind", choices=("features", "probes", "alignment", "datasets"), help="clear: only this kind")
     ca.add_argument("--json", action="store_true", help="print the report as JSON")
     th = sub.add_parser("theory", help="the paper's linear theory")
-    th_sub = th.add_subparsers(dest="theory_command", metavar="COMMAND")
+    th_sub = _Sub(th.add_subparsers(dest="theory_command", metavar="COMMAND"))
     rp = th_sub.add_parser("reproduce", help="regenerate the paper's Figure 3 protocol offline (PNG + JSON)")
     rp.add_argument("--out", default="jerc-eval-theory", metavar="DIR")
     rp.add_argument("--seed", type=int, default=0)
@@ -240,36 +267,118 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .pipeline import run
 
     cfg = _run_config(args)
-    run(cfg, host=host, progress=not args.quiet)
+    try:
+        run(cfg, host=host, progress=not args.quiet)
+    except (JercError, KeyboardInterrupt, OSError):
+        raise
+    except Exception as exc:  # raised inside a third-party plugin's code: its error (exit 7), naming it
+        plugin = host.plugin_raising(exc)
+        if plugin is None:
+            raise
+        from .errors import PluginError
+        from .plugins import hook_failure
+
+        raise PluginError(hook_failure(plugin, "the run", exc)) from exc
     return 0
+
+
+GLOBAL_FLAGS = ("--debug", "--strict-plugins")
+
+
+def _split_compare(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """``[globals] corruptions compare REST``: (what argparse parses, REST for the fidelity harness untouched)."""
+    i = 0
+    while i < len(argv) and (argv[i] in GLOBAL_FLAGS or argv[i] == "--plugin"):
+        i += 2 if argv[i] == "--plugin" else 1
+    if argv[i:i + 2] != ["corruptions", "compare"]:
+        return None
+    rest = argv[i + 2:]
+    head = argv[:i + 2] + [a for a in rest if a in GLOBAL_FLAGS]
+    return head, [a for a in rest if a not in GLOBAL_FLAGS]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, ended like Ctrl-C: one line, no traceback (also none from worker processes)."""
+
+
+@contextmanager
+def _quiet_signals() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated` in this process; a forked worker (corruption
+    pool, render) that receives either exits at once without a traceback. Restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    main_pid = os.getpid()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``jerc-eval plugins | head -1``): end quietly with 0."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush then writes nowhere
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 0
+
+
+def _error(args: argparse.Namespace, message: str, code: int) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["corruptions", "compare"]:  # its own flags go to the fidelity harness untouched
-        args = parser.parse_args(argv[:2])
-        args.rest = argv[2:]
+    compare = _split_compare(argv)
+    if compare is not None:  # its own flags go to the fidelity harness untouched
+        args = parser.parse_args(compare[0])
+        args.rest = compare[1]
     else:
         args = parser.parse_args(argv)
+    args.plugin = list(args.plugin) + list(getattr(args, "plugin_after", []))
     if not args.debug:
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    from .checks import no_space_message
+
     try:
-        return dispatch(args, parser)
+        with _quiet_signals():
+            code = dispatch(args, parser)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except JercError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _error(args, f"error: {exc}", exc.exit_code)
+    except Terminated:
+        return _error(args, "error: terminated (SIGTERM); nothing was written", 143)
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return _error(args, "error: interrupted; nothing was written", 130)
+    except OSError as exc:
+        full = no_space_message(exc)
+        if full is not None:
+            return _error(args, f"error: {full}", UsageError.exit_code)
+        return _internal(args, exc)
     except Exception as exc:  # a bug: one line unless --debug
-        if args.debug:
-            raise
-        print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              f"(rerun with --debug and report it)", file=sys.stderr)
-        return 3
+        return _internal(args, exc)
+
+
+def _internal(args: argparse.Namespace, exc: BaseException) -> int:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return _error(args, f"internal error: {type(exc).__name__}: {first} (rerun with --debug and report it)", 3)
 
 
 if __name__ == "__main__":  # pragma: no cover

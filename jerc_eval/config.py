@@ -98,6 +98,8 @@ def from_mapping(data: dict[str, Any], base: RunConfig | None = None, source: st
 
 def load_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"config file {str(path)!r} is a folder; pass the TOML or YAML file to --config")
     if not path.is_file():
         raise UsageError(f"config file {str(path)!r} does not exist; check the path given to --config")
     text = path.read_text()

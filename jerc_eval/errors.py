@@ -45,13 +45,15 @@ class OfflineError(JercError):
 
 
 EXIT_CODES = {
-    0: "success",
+    0: "success (also when stdout's reader goes away)",
     1: "release gate failed",
     2: "usage error (flags, config, option values)",
     3: "internal error (a bug: please report it with --debug output)",
     4: "unknown name (encoder, dataset, suite, corruption, probe, reporter)",
     5: "checkpoint error (missing, unreadable, unsafe, wrong architecture)",
-    6: "data error (images too small, malformed dataset)",
-    7: "plugin error (import failure under --strict-plugins, misspelled hook)",
+    6: "data error (images too small, labels not integers 0..K-1, malformed or missing dataset files)",
+    7: "plugin error (import failure under --strict-plugins, misspelled hook, a plugin that raises)",
     8: "offline: a hub id needs the network; pass a local file instead",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM)",
 }

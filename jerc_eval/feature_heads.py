@@ -37,3 +37,21 @@ class ViTFeatures(nn.Module):
             fmap = patches.transpose(1, 2).reshape(b, d, side, side)
             parts.append(nn.functional.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2).flatten(1))
         return torch.cat(parts, dim=-1)
+
+
+class MAEGlobalPool(nn.Module):
+    """MAE's global-pool feature, as its fine-tuning code defines it (``models_vit.VisionTransformer`` with
+    ``global_pool=True``): the mean of the last block's patch tokens *before* the final norm (the [CLS] token is
+    left out), then ``fc_norm``, a LayerNorm (eps 1e-6) that the pretraining checkpoint does not hold, initialised
+    to weight 1, bias 0. The backbone's final ``norm`` is not used."""
+
+    def __init__(self, vit: Any, eps: float = 1e-6):
+        super().__init__()
+        self.vit = vit
+        self.fc_norm = nn.LayerNorm(vit.pos_embed.shape[-1], eps=eps)  # weight 1, bias 0: not from the checkpoint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.vit.prepare_tokens(x)
+        for blk in self.vit.blocks:
+            t = blk(t)
+        return self.fc_norm(t[:, 1:].mean(dim=1))

@@ -51,6 +51,8 @@ def validate_results(doc: Any, source: str = "results") -> dict:
 def load_results(path: str | os.PathLike, what: str = "results") -> dict:
     """Read and validate a results document; every problem is a one-line UsageError naming the file."""
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{what} file {str(p)!r} is a folder; pass the results.json inside it")
     if not p.is_file():
         raise UsageError(f"{what} file {str(p)!r} does not exist; pass the results.json written by `jerc-eval run`")
     try:
@@ -60,6 +62,53 @@ def load_results(path: str | os.PathLike, what: str = "results") -> dict:
         raise UsageError(f"{what} file {str(p)!r} is not readable JSON ({first}); pass the results.json written "
                          f"by `jerc-eval run`") from None
     return validate_results(doc, f"{what} file {str(p)!r}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_row(r: dict, source: str) -> None:
+    """A row's numbers are numbers (accuracy a fraction, n and correct counts, ci95 two fractions)."""
+    where = f"{source}: row {r.get('encoder')!r} {r.get('corruption')!r} severity {r.get('severity')!r}"
+    fix = "rerun `jerc-eval run` (the file was edited or damaged)"
+    if not _is_number(r.get("accuracy")) or not 0 <= r["accuracy"] <= 1:
+        raise UsageError(f"{where} has accuracy {r.get('accuracy')!r}, not a number in 0..1; {fix}")
+    for key in ("n", "correct"):
+        if key in r and not (isinstance(r[key], int) and not isinstance(r[key], bool) and r[key] >= 0):
+            raise UsageError(f"{where} has {key} {r[key]!r}, not a count; {fix}")
+    ci = r.get("ci95")
+    if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)):
+        raise UsageError(f"{where} has ci95 {ci!r}, not two numbers; {fix}")
+
+
+_SUMMARY_TEXT = ("family",)  # the only text leaves of a summary
+
+
+def _check_summary(summary: Any, source: str) -> None:
+    """``summary`` maps encoder -> a table whose leaves are numbers, null or true/false (``family`` is text)."""
+    if summary is None:
+        return
+    fix = "rerun `jerc-eval run` (the file was edited or damaged)"
+    if not isinstance(summary, dict):
+        raise UsageError(f"{source} has a malformed summary (not a table of encoders); {fix}")
+
+    def walk(node: Any, trail: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in _SUMMARY_TEXT and isinstance(v, str):
+                    continue
+                walk(v, f"{trail}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{trail}[{i}]")
+        elif not (node is None or isinstance(node, bool) or _is_number(node)):
+            raise UsageError(f"{source} has a malformed summary: {trail} is {node!r}, not a number; {fix}")
+
+    for enc, table in summary.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{source} has a malformed summary: summary.{enc} is {table!r}, not a table; {fix}")
+        walk(table, f"summary.{enc}")
 
 
 class ResultsLookupError(KeyError):
@@ -98,6 +147,9 @@ class ResultsView(dict):
         except (KeyError, TypeError, ValueError):
             raise UsageError(f"{path or 'results'} has malformed rows (each needs encoder, corruption, severity); "
                              f"rerun `jerc-eval run`") from None
+        for r in self["rows"]:
+            _check_row(r, path or "results")
+        _check_summary(self.get("summary"), path or "results")
         names = list(self.get("summary") or {}) or list(self.get("encoders") or {})
         self._encoders = names + [e for e in dict.fromkeys(e for e, _, _ in self._cells) if e not in names]
 

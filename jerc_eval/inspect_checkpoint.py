@@ -121,6 +121,42 @@ def architecture(sd: dict) -> dict[str, Any]:
     return {"kind": "unknown"}
 
 
+def mae_sincos_pos_embed(embed_dim: int, grid: int) -> Any:
+    """MAE's fixed 2-d sin-cos position embedding with a zero [CLS] row (``util/pos_embed.py``
+    ``get_2d_sincos_pos_embed(embed_dim, grid, cls_token=True)``): (1 + grid**2, embed_dim)."""
+    import numpy as np
+
+    def one_d(dim: int, pos: Any) -> Any:
+        omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    g = np.arange(grid, dtype=np.float32)
+    gw, gh = np.meshgrid(g, g)  # MAE: np.meshgrid(grid_w, grid_h), w first
+    emb = np.concatenate([one_d(embed_dim // 2, gw), one_d(embed_dim // 2, gh)], axis=1)
+    return np.concatenate([np.zeros((1, embed_dim)), emb], axis=0)
+
+
+def has_mae_pos_embed(sd: dict) -> bool:
+    """Whether ``pos_embed`` is MAE's fixed sin-cos table (MAE never trains it; DINO and timm learn theirs)."""
+    import numpy as np
+
+    pe = sd.get("pos_embed")
+    if pe is None or pe.ndim != 3 or pe.shape[-1] % 4:
+        return False
+    n, d = int(pe.shape[1]), int(pe.shape[2])
+    grid = int(round((n - 1) ** 0.5))
+    if grid * grid != n - 1:
+        return False
+    return bool(np.allclose(pe[0].float().numpy(), mae_sincos_pos_embed(d, grid), atol=1e-4))
+
+
+def _mae_args(obj: Any) -> bool:
+    """A training script's argparse namespace saved beside the weights that says MAE (mask_ratio, norm_pix_loss)."""
+    args = obj.get("args") if isinstance(obj, Mapping) else None
+    return args is not None and hasattr(args, "mask_ratio") and hasattr(args, "norm_pix_loss")
+
+
 def _parts(keys: list[str]) -> dict[str, int]:
     out = {}
     for part, pres in PARTS.items():
@@ -152,7 +188,12 @@ def _suggest(path: Path, info: dict) -> tuple[dict | None, list[dict], str]:
         if info["top_level_keys"] and {"teacher", "student"} <= set(info["top_level_keys"]):
             return cmd("dino", checkpoint_key="teacher"), [], "DINO training checkpoint (ResNet)"
         if "backbone." in wrapper:
-            name = "lightly" if info.get("lightly") else "solo-learn / Lightning"
+            if info.get("lightly"):
+                name = "lightly"
+            elif info.get("lightning"):
+                name = "solo-learn / PyTorch Lightning"
+            else:
+                name = "solo-learn / Lightning-style"
             return cmd("byol"), [], f"{name} checkpoint (backbone + heads)"
         tv = cmd("torchvision", model=arch["name"] if arch["name"].startswith("resnet") and "x" not in arch["name"]
                  else "resnet50", paradigm="SL")
@@ -162,25 +203,32 @@ def _suggest(path: Path, info: dict) -> tuple[dict | None, list[dict], str]:
             return tv, [cmd("byol")], "torchvision ResNet with its classifier (fc) - supervised, or converted SSL"
         return cmd("byol"), [cmd("dino"), tv], "torchvision-layout ResNet backbone"
     if kind == "vit":
+        # DINO's linear evaluation (eval_linear.py): the [CLS] of the last 4 blocks for ViT-S, the last block's
+        # [CLS] + mean patch token for ViT-B
+        readout = {384: {"n_last_blocks": 4}, 768: {"n_last_blocks": 1, "avgpool": "true"}}.get(arch["embed_dim"], {})
+        note = {384: "; DINO's ViT-S linear-eval readout (n_last_blocks 4)",
+                768: "; DINO's ViT-B linear-eval readout (last block + avgpool)"}.get(arch["embed_dim"], "")
         if has.get("decoder"):
             return cmd("mae"), [], "MAE pretraining checkpoint (encoder + decoder)"
         if info["top_level_keys"] and {"teacher", "student"} <= set(info["top_level_keys"]):
-            return cmd("dino", checkpoint_key="teacher"), [], "DINO training checkpoint (ViT)"
+            return cmd("dino", checkpoint_key="teacher", **readout), [], f"DINO training checkpoint (ViT){note}"
         if has.get("head") and "backbone." not in info.get("wrapper_prefix", ""):
             return ({"encoder": "timm", "options": {"model": "<timm model id>", "checkpoint": str(path)},
                      "command": f"jerc-eval run -e timm -o model <timm model id> -o checkpoint {q} -o paradigm SL"},
                     [], "ViT with a classifier head (fine-tuned / supervised)")
-        if "mae" in stem:
-            return cmd("mae"), [cmd("dino")], "timm-layout ViT encoder (MAE weights by its name)"
-        if "dino" in stem:
-            return cmd("dino"), [cmd("mae")], "DINO ViT backbone"
-        return cmd("dino"), [cmd("mae")], "timm-layout ViT encoder (DINO or MAE: the file does not say which)"
+        if info.get("mae_content"):  # by content: MAE's fixed sin-cos position table or its training args
+            return cmd("mae"), [cmd("dino", **readout)], ("MAE encoder (fixed sin-cos position embedding: MAE "
+                                                          "pretraining)")
+        return cmd("dino", **readout), [cmd("mae")], (f"timm-layout ViT encoder with learned position embeddings "
+                                                       f"(DINO-style; not MAE's fixed sin-cos table){note}")
     return None, [], "unrecognised layout"
 
 
 def inspect(path: str | Path) -> dict[str, Any]:
     """Describe a checkpoint file and suggest the adapter that loads it (raises CheckpointError if unreadable)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; pass the checkpoint file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass an existing file")
     info: dict[str, Any] = {"path": str(path), "size_bytes": path.stat().st_size, "container": container_of(path)}
@@ -208,12 +256,19 @@ def inspect(path: str | Path) -> dict[str, Any]:
         peeled, backbone = _backbone_view(sd)
         info.update(num_tensors=len(keys), num_params=int(sum(v.numel() for v in sd.values())),
                     key_prefixes=prefixes(keys, 2 if peeled else 1), parts=_parts(keys), wrapper_prefix=peeled,
-                    lightly=any(k.endswith("4.0.conv1.weight") and k.startswith("backbone.") for k in keys))
+                    # lightly keeps nn.Sequential(*resnet.children()): backbone.4.0.* (not solo-learn's
+                    # backbone.layer4.0.*, which also ends in 4.0.conv1.weight)
+                    lightly=any(k.endswith("backbone.4.0.conv1.weight") for k in keys),
+                    lightning=isinstance(obj, Mapping) and any(str(k).startswith("pytorch-lightning") or
+                                                               k in ("hyper_parameters", "callbacks", "global_step")
+                                                               for k in obj),
+                    mae_content=has_mae_pos_embed(backbone) or _mae_args(obj))
         info["example_keys"] = keys[:5]
     info["architecture"] = architecture(backbone)
     suggestion, alternatives, fmt = _suggest(path, info)
     info.update(format=fmt, suggestion=suggestion, alternatives=alternatives)
-    info.pop("lightly", None)
+    for k in ("lightly", "lightning", "mae_content"):
+        info.pop(k, None)
     return info
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import engine
+from . import checks, engine
 from . import summary as summ
 from .api import CorruptionSuite, Dataset, EncoderAdapter, LoadedDataset, LoadedEncoder, Probe, Reporter
 from .config import RunConfig, parse_severities
@@ -110,7 +111,14 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
                          f"needs corrupted train images: use probe_fit_on 'clean' or a suite that computes them")
     if cfg.batch_size < 1 or cfg.workers < 0:
         raise UsageError("batch_size must be >= 1 and workers >= 0; fix the flag or config key")
+    if cfg.seed < 0:
+        raise UsageError(f"seed {cfg.seed} is negative; pass --seed N with N >= 0")
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    checks.check_writable_dir(cfg.out, "--out", "results")  # before any compute; creates nothing
+    if not cfg.no_cache:
+        checks.check_writable_dir(root, "--cache-dir" if cfg.cache_dir else f"cache folder (JERC_EVAL_CACHE)",
+                                  "feature cache (or pass --no-cache)")
+    checks.check_device(cfg.device)
     cache = Cache(root, enabled=not cfg.no_cache)
     plugin_of = {n: enc_reg.entry(n).plugin for n in cfg.encoders}
     device = pick_device(cfg.device)
@@ -141,6 +149,9 @@ def check_images(images: np.ndarray, where: str, min_size: int) -> np.ndarray:
 
 def load_dataset(plan: Plan) -> LoadedDataset:
     data = plan.dataset.load(plan.cfg.seed)
+    for warning in checks.validate_labels(data, plan.cfg.dataset):  # labels first: errors before any compute
+        print(f"warning: {warning}", file=sys.stderr)
+        data.provenance.setdefault("warnings", []).append(warning)
     data.train.images = check_images(data.train.images, f"{plan.cfg.dataset} train", plan.suite.min_size)
     data.test.images = check_images(data.test.images, f"{plan.cfg.dataset} test", plan.suite.min_size)
     for split, s in (("train", data.train), ("test", data.test)):

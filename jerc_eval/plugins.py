@@ -63,6 +63,25 @@ class Host:
     def registry(self, kind: str) -> Registry:
         return self.registries[kind]
 
+    def plugin_raising(self, exc: BaseException) -> str | None:
+        """The third-party plugin (entry point or file; never a built-in) whose code raised ``exc``: the one
+        that owns the innermost traceback frame in a plugin's file. None when no plugin's code is on the stack."""
+        files: dict[str, str] = {}
+        for name, plugin in self.pm.list_name_plugin():
+            if name in DEFAULT_PLUGINS or name.startswith("jerc_eval."):
+                continue
+            path = getattr(plugin, "__file__", None)
+            if path:
+                files[os.path.realpath(path)] = name
+        if not files:
+            return None
+        found, tb = None, exc.__traceback__
+        while tb is not None:
+            hit = files.get(os.path.realpath(tb.tb_frame.f_code.co_filename))
+            found = hit or found
+            tb = tb.tb_next
+        return found
+
     def plugin_info(self) -> list[dict[str, Any]]:
         """Name, version and implemented hooks of every registered plugin (``jerc-eval plugins``)."""
         out = []
@@ -94,6 +113,14 @@ def _fail(name: str, exc: BaseException, strict: bool, skipped: dict[str, str]) 
     warnings.warn(f"jerc-eval: skipped plugin {name!r}: {reason}", PluginLoadWarning, stacklevel=3)
 
 
+def hook_failure(plugin: str, where: str, exc: BaseException) -> str:
+    """One line: which plugin raised what, where, and the fix."""
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    fix = ("fix it or drop --plugin " + plugin[5:] if plugin.startswith("file:")
+           else "fix or uninstall it, or leave it out of JERC_EVAL_PLUGINS")
+    return f"plugin {plugin!r} raised in {where} ({reason}); {fix}"
+
+
 def import_file(path: Path, prefix: str) -> ModuleType:
     """Import a Python file as module ``<prefix>_<stem>`` (registered in ``sys.modules``)."""
     mod_name = f"{prefix}_{path.stem}"
@@ -108,6 +135,8 @@ def import_file(path: Path, prefix: str) -> ModuleType:
 def load_file_plugin(path: str | Path) -> ModuleType:
     """Import a one-file plugin from a path (its hooks are module-level ``@hookimpl`` functions)."""
     path = Path(path)
+    if path.is_dir():
+        raise PluginError(f"plugin file {str(path)!r} is a folder; pass the plugin's .py file to --plugin")
     if not path.is_file():
         raise PluginError(f"plugin file {str(path)!r} does not exist; check the path given to --plugin")
     return import_file(path, "jerc_eval_file_plugin")
@@ -149,7 +178,12 @@ def _fill_registries(host: Host) -> None:
             def register(obj: Any, name: str | None = None, aliases: tuple[str, ...] = (),
                          _plugin: str = impl.plugin_name, _reg: Registry = registry) -> None:
                 _reg.register(obj, name=name, aliases=tuple(aliases), plugin=_plugin)
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:  # a plugin's hook that raises is the plugin's fault: exit 7, naming it
+                raise PluginError(hook_failure(impl.plugin_name, hook_name, exc)) from exc
 
 
 def create_host(plugin_files: list[str] | tuple[str, ...] = (), strict: bool | None = None,

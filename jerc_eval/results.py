@@ -123,8 +123,16 @@ def write_files_atomically(files: dict[Path, str]) -> None:
             except OSError as exc:
                 raise UsageError(f"cannot write {str(final)!r} ({exc.strerror or exc}); pass a writable path") from None
             staged.append((tmp, final))
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            except OSError as exc:
+                from .checks import no_space_message
+
+                full = no_space_message(exc, final.parent)
+                if full is None:
+                    raise
+                raise UsageError(full) from None  # the staged temporary files are removed below
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; reports are ordinary files
     except BaseException:
         for tmp, _ in staged:

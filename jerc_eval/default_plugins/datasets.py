@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..api import Dataset, ImageSet, LoadedDataset, Option
+from ..checks import check_label_array
 from ..errors import DataError
 from ..hookspecs import hookimpl
 
@@ -28,8 +32,8 @@ class PhotoDigits(Dataset):
         "image_size": Option(int, 32, "32: the zoo encoders' input (the 64 px render downsampled as the encoders "
                                       "resize; corruptions then use CIFAR-10-C's table) or 64: the render itself "
                                       "(ImageNet-C's table)", choices=(32, 64)),
-        "train_size": Option(int, 6000, "number of train images"),
-        "test_size": Option(int, 2000, "number of test images (2,000 gives ~±2 point 95% intervals)"),
+        "train_size": Option(int, 6000, "number of train images", minimum=10),
+        "test_size": Option(int, 2000, "number of test images (2,000 gives ~±2 point 95% intervals)", minimum=1),
         "render_seed": Option(int, 0, "seed of the rendering; fixed so every run sees the same images"),
     }
 
@@ -82,38 +86,68 @@ def _cached_render(opts: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 class NpzDataset(Dataset):
     name = "npz"
     description = "Your own data: an .npz with x_train, y_train, x_test, y_test (uint8 NHWC or NHW images)"
-    options = {"path": Option(Path, help=".npz file with x_train, y_train, x_test, y_test", must_exist=True)}
+    options = {"path": Option(Path, help=".npz file with x_train, y_train, x_test, y_test", must_exist=True,
+                              path_kind="file")}
 
     def load(self, seed: int) -> LoadedDataset:
+        path = self.opts["path"]
+        fix = "save x_train, y_train, x_test, y_test with numpy.savez"
         try:
-            with np.load(self.opts["path"]) as z:
-                arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except KeyError as exc:
-            raise DataError(f"{self.opts['path']} lacks array {exc.args[0]!r}; save x_train, y_train, x_test, "
-                            f"y_test with numpy.savez") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{self.opts['path']} is not a readable .npz ({exc}); re-save it with numpy.savez") from None
-        n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
-        return LoadedDataset(ImageSet(arrays["x_train"], arrays["y_train"].astype(np.int64)),
-                             ImageSet(arrays["x_test"], arrays["y_test"].astype(np.int64)),
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{path} is not a readable .npz ({first[:120]}); {fix}") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            what = f"a single {z.dtype} array of shape {z.shape} (.npy)" if isinstance(z, np.ndarray) else "not an .npz"
+            raise DataError(f"{path} is {what}, not an .npz archive of the four splits; {fix}")
+        with z:
+            absent = [k for k in NPZ_ARRAYS if k not in z.files]
+            if absent:
+                raise DataError(f"{path} has no array {', '.join(absent)} (it holds {', '.join(z.files) or 'nothing'})"
+                                f"; {fix}")
+            try:
+                arrays = {k: z[k] for k in NPZ_ARRAYS}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DataError(f"{path} is truncated or damaged ({first[:120]}); {fix}") from None
+        for split in ("train", "test"):
+            labels = arrays[f"y_{split}"]
+            check_label_array(labels, f"npz {split}", f"{path} y_{split}")
+        y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
+        present = np.union1d(y_train, y_test)
+        if len(present) and present.min() >= 0 and present[-1] + 1 > len(present):
+            # labels are indices 0..K-1: a gap (or a stray 10**6) would allocate a class nothing belongs to
+            absent_cls = np.setdiff1d(np.arange(min(int(present[-1]) + 1, len(present) + 3)), present)
+            raise DataError(f"{path} labels are not 0..K-1: they run up to {int(present[-1])} but only "
+                            f"{len(present)} values occur (no class {', '.join(map(str, absent_cls[:3]))}); "
+                            f"relabel with numpy.unique(y, return_inverse=True)")
+        n_classes = int(present[-1]) + 1 if len(present) else 0
+        return LoadedDataset(ImageSet(arrays["x_train"], y_train), ImageSet(arrays["x_test"], y_test),
                              tuple(str(i) for i in range(n_classes)), _fingerprint(*arrays.values()),
-                             {"name": "npz", "path": str(self.opts["path"])})
+                             {"name": "npz", "path": str(path)})
 
 
 class ImageFolder(Dataset):
     name = "imagefolder"
     description = "Your own data: ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/* (class = folder name)"
-    options = {"root": Option(Path, help="folder holding train/ and test/", must_exist=True),
-               "image_size": Option(int, 0, "resize every image to this square size; 0 keeps the files' size")}
+    options = {"root": Option(Path, help="folder holding train/ and test/", must_exist=True, path_kind="folder"),
+               "image_size": Option(int, 0, "resize every image to this square size; 0 keeps the files' size",
+                                    minimum=0)}
 
     def load(self, seed: int) -> LoadedDataset:
         root = Path(self.opts["root"])
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir()) if (root / "train").is_dir() else []
         if not classes:
             raise DataError(f"{root} has no train/<class>/ folders; lay images out as ROOT/train/<class>/<image>")
+        test_only = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name not in classes) \
+            if (root / "test").is_dir() else []
+        classes = sorted(classes + test_only)  # a test class without train images: warned about, still scored
         train, test = self._split(root / "train", classes), self._split(root / "test", classes)
         return LoadedDataset(train, test, tuple(classes), _fingerprint(train.images, train.labels, test.images,
                                                                       test.labels), {"name": "imagefolder", "root": str(root)})
@@ -126,10 +160,16 @@ class ImageFolder(Dataset):
             for f in sorted((folder / cls).glob("*")) if (folder / cls).is_dir() else []:
                 if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
                     continue
-                im = Image.open(f).convert("RGB")
-                if self.opts["image_size"]:
-                    im = im.resize((self.opts["image_size"],) * 2, Image.BICUBIC)
-                images.append(np.asarray(im))
+                try:
+                    with Image.open(f) as im:
+                        im = im.convert("RGB")  # decodes every pixel: a truncated file fails here
+                        if self.opts["image_size"]:
+                            im = im.resize((self.opts["image_size"],) * 2, Image.BICUBIC)
+                        images.append(np.asarray(im))
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise DataError(f"image {f} is corrupt or truncated ({first[:100]}); replace or remove the "
+                                    f"file") from None
                 labels.append(label)
         if not images:
             raise DataError(f"{folder} holds no images; add ROOT/{folder.name}/<class>/<image> files")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..api import EncoderAdapter, LoadedEncoder, Option, Preprocess
-from ..checkpoints import (find_state_dict, haiku_online_tree, haiku_resnet_to_torchvision, read_checkpoint,
-                           read_haiku_pickle, resnet_kwargs, sha256_file, split_keys, strict_load,
+from ..checkpoints import (fill_bn_counters, find_state_dict, haiku_online_tree, haiku_resnet_to_torchvision,
+                           read_checkpoint, read_haiku_pickle, resnet_kwargs, sha256_file, split_keys, strict_load,
                            summarize_dropped, vit_kwargs)
 from ..errors import CheckpointError, UsageError
 from ..hookspecs import hookimpl
@@ -38,6 +38,9 @@ def _build_vit(sd: dict, num_heads: int) -> tuple[Any, dict]:
     from ..models import VisionTransformer
 
     kw = vit_kwargs(sd, num_heads)
+    if kw["embed_dim"] % kw["num_heads"]:
+        raise UsageError(f"num_heads {kw['num_heads']} does not divide the ViT's width {kw['embed_dim']}; pass "
+                         f"-o num_heads N with N dividing {kw['embed_dim']} (0 infers it)")
     return VisionTransformer(**kw), kw
 
 
@@ -146,8 +149,8 @@ def _drop_head(sd: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------- adapters
 _VIT_OPTIONS = {
-    "num_heads": Option(int, 0, "attention heads; 0 infers them from the width (ViT-S/B/L/H table)"),
-    "image_size": Option(int, 0, "input size fed to the encoder; 0 uses the checkpoint's native size"),
+    "num_heads": Option(int, 0, "attention heads; 0 infers them from the width (ViT-S/B/L/H table)", minimum=0),
+    "image_size": Option(int, 0, "input size fed to the encoder; 0 uses the checkpoint's native size", minimum=0),
 }
 
 
@@ -186,13 +189,41 @@ class _CheckpointAdapter(EncoderAdapter):
         """The stride of a small 3x3 ResNet stem, which the weights do not record: 1, as in the CIFAR ResNets."""
         return 1
 
+    def declared_size(self, kw: dict) -> int:
+        """The input size the weights were pretrained at, which a run uses unless ``-o image_size N`` overrides it:
+        224 for an ImageNet ResNet (7x7 stem), as every ImageNet-pretrained adapter; 0 (the dataset's own size)
+        for a small 3x3-stem ResNet, which has no ImageNet size. ViTs declare their checkpoint's size."""
+        return 224 if kw.get("stem_kernel") == 7 else 0
+
+    def input_size(self, kw: dict) -> int:
+        return self.opts.get("image_size") or self.declared_size(kw)
+
+    def _build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
+        """``build``, with a state dict of another architecture named as such: the file, the adapter, the fix."""
+        try:
+            return self.build(sd)
+        except CheckpointError as exc:
+            if self.checkpoint_path().name in str(exc):
+                raise
+            from ..inspect_checkpoint import architecture
+
+            kind = architecture(sd).get("kind", "unknown")
+            hint = {"vit": "it holds a ViT: load it with -e dino or -e mae",
+                    "resnet": "it holds a ResNet: load it with -e byol or -e dino"}.get(kind, "")
+            raise CheckpointError(f"-e {self.name} cannot load {self.checkpoint_path().name}: {exc}"
+                                  + (f" ({hint})" if hint else "")) from None
+
     def load(self) -> LoadedEncoder:
         sd = self.state_dict()
-        backbone, features, arch, protocol, pre = self.build(sd)
+        backbone, features, arch, protocol, pre = self._build(sd)
+        sd, filled = fill_bn_counters(backbone, sd)
         strict_load(backbone, sd, self.owner(), allowed_missing=self.allowed_missing(sd))
         meta = {"checkpoint": str(self.checkpoint_path()), "layout": self.layout}
         if self.dropped:
             meta["dropped_keys"] = summarize_dropped(self.dropped)
+        if filled:  # files saved without BatchNorm's step counters (byol-convert, pre-1.0 torch): filled with 0
+            meta["filled_keys"] = {"num_batches_tracked": len(filled), "value": 0,
+                                   "why": "absent from the file; eval-mode BatchNorm does not read it"}
         return LoadedEncoder(module=features.eval(), preprocess=pre, arch=arch, paradigm=self.paradigm,
                              feature_protocol=protocol, weights_sha256=sha256_file(self.weights_file()),
                              augmentation=self.augmentation(), meta=meta)
@@ -212,7 +243,7 @@ class _CheckpointAdapter(EncoderAdapter):
 
         sd = self.state_dict()  # only its shapes: the architecture must be the one being evaluated
         torch.manual_seed(seed)
-        backbone, features, arch, protocol, pre = self.build(sd)
+        backbone, features, arch, protocol, pre = self._build(sd)
         return LoadedEncoder(module=features.eval(), preprocess=pre, arch=arch, paradigm="random",
                              feature_protocol=protocol, weights_sha256=None, augmentation={},
                              meta={"random_init_seed": seed, "like": self.name})
@@ -249,8 +280,10 @@ class MAEAdapter(_ViTAdapter):
         "checkpoint": Option(Path, help="MAE checkpoint (.pth with a 'model' key, a plain state dict, timm's "
                              ".mae weights in .safetensors/.bin, or a Hugging Face ViTMAE folder)", must_exist=True),
         "pool": Option(str, "cls", "features: 'cls' ([CLS] after the final norm, MAE's linear probe), 'avg' "
-                       "(mean of patch tokens after the final norm) or 'grid' ([CLS] + patch tokens pooled to a "
-                       "grid x grid map)", choices=("cls", "avg", "grid")),
+                       "(mean of patch tokens after the final norm), 'global' (MAE fine-tuning's global pool: mean "
+                       "of the last block's patch tokens before the final norm, then a fresh fc_norm LayerNorm) or "
+                       "'grid' ([CLS] + patch tokens pooled to a grid x grid map)",
+                       choices=("cls", "avg", "grid", "global")),
         "grid": Option(int, 2, "side of the pooled patch-token map of pool 'grid'"),
         **_VIT_OPTIONS,
     }
@@ -297,6 +330,10 @@ class MAEAdapter(_ViTAdapter):
 
         if self.opts["pool"] == "avg":
             return ViTFeatures(vit, 1, avgpool=True, cls=False), "avg-patch-tokens-after-final-norm"
+        if self.opts["pool"] == "global":
+            from ..feature_heads import MAEGlobalPool
+
+            return MAEGlobalPool(vit), "mae-global-pool-patch-tokens-before-final-norm+fc_norm(w=1,b=0)"
         if self.opts["pool"] == "grid":
             g = _grid_side(vit, self.opts["grid"])
             return ViTFeatures(vit, grid=g), f"cls+patch-grid-{g}x{g}-after-final-norm"
@@ -310,7 +347,7 @@ class DINOAdapter(_ViTAdapter):
                    "training checkpoint with teacher/student; DINO head dropped)")
     version = "2"
     options = {
-        "checkpoint": Option(Path, help="DINO backbone or training checkpoint", must_exist=True),
+        "checkpoint": Option(Path, help="DINO backbone or training checkpoint", must_exist=True, path_kind="file"),
         "checkpoint_key": Option(str, "teacher", "which network of a full training checkpoint",
                                  choices=("teacher", "student")),
         "n_last_blocks": Option(int, 1, "concatenate the [CLS] of the last n blocks (DINO: 4 for ViT-S, 1 for ViT-B)"),
@@ -342,11 +379,8 @@ class DINOAdapter(_ViTAdapter):
                 raise UsageError(f"{', '.join(vit_only)} reads out a ViT, but this DINO checkpoint is a ResNet "
                                  f"(read out by global average pooling); drop the option")
             model, kw = _build_resnet(sd, self.stem_stride())
-            return model, model, _arch_name("resnet", kw), "global-avgpool", self.preprocess(self.resnet_size())
+            return model, model, _arch_name("resnet", kw), "global-avgpool", self.preprocess(self.input_size(kw))
         return super().build(sd)
-
-    def resnet_size(self) -> int:
-        return self.opts["image_size"] or 224  # DINO's ResNet-50 was trained on 224 px crops
 
     def features(self, vit: Any) -> tuple[Any, str]:
         from ..feature_heads import ViTFeatures
@@ -390,8 +424,9 @@ class BYOLAdapter(_CheckpointAdapter):
     version = "2"
     options = {
         "checkpoint": Option(Path, help="BYOL ResNet checkpoint (.pth/.ckpt/.pt/.safetensors, or the official "
-                             "Haiku .pkl)", must_exist=True),
-        "image_size": Option(int, 0, "input size fed to the encoder; 0 means the dataset's native size"),
+                             "Haiku .pkl)", must_exist=True, path_kind="file"),
+        "image_size": Option(int, 0, "input size fed to the encoder; 0 uses the declared size: 224 for an ImageNet "
+                             "ResNet (7x7 stem), the dataset's own size for a small 3x3-stem ResNet", minimum=0),
         "haiku_padding": Option(str, "same", "Haiku .pkl only: 'same' reproduces TensorFlow SAME padding of the "
                                 "strided convs/max-pool (exact); 'torchvision' pads symmetrically, as the usual "
                                 "converted ResNet-50 does", choices=("same", "torchvision")),
@@ -433,10 +468,8 @@ class BYOLAdapter(_CheckpointAdapter):
         if self.is_haiku() and self.opts["haiku_padding"] == "same":
             tf_same_padding(model)
             protocol += "+tf-same-padding"
-        return model, model, _arch_name("resnet", kw), protocol, self.preprocess()
-
-    def preprocess(self) -> Preprocess:
-        return Preprocess(self.opts["image_size"] or 0, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
+        return model, model, _arch_name("resnet", kw), protocol, Preprocess(self.input_size(kw), IMAGENET_MEAN,
+                                                                            IMAGENET_STD, "bicubic")
 
 
 # ------------------------------------------------------------------------------------------------ the zoo
@@ -482,6 +515,10 @@ class _ZooMixin:
         """The input size the zoo encoder was pretrained at (zoo.json)."""
         return int(self.entry().get("hyperparameters", {}).get("input_size", 32))
 
+    def declared_size(self, kw: dict) -> int:
+        """A zoo ResNet declares the size it was pretrained at (zoo.json), as an ImageNet one declares 224."""
+        return self.native_size()
+
     def augmentation(self) -> dict:
         return dict(self.entry().get("augmentation", {}), source="jerc-eval zoo (jerc_eval/zoo/weights/zoo.json)")
 
@@ -497,8 +534,8 @@ class ZooMAE(_ZooMixin, MAEAdapter):
     # trains the patch tokens, not the [CLS], and a global mean throws away where a stroke is (docs/zoo.md)
     options = {**_zoo_options(MAEAdapter.options),
                "pool": Option(str, "grid", "features: 'grid' ([CLS] + patch tokens pooled to a grid x grid map), "
-                              "'avg' (mean of patch tokens after the final norm) or 'cls'",
-                              choices=("cls", "avg", "grid"))}
+                              "'avg' (mean of patch tokens after the final norm), 'global' (MAE fine-tuning's "
+                              "global pool, see -e mae) or 'cls'", choices=("cls", "avg", "grid", "global"))}
     zoo_key, zoo_filename = "mae_vit_zoo", "mae_pretrain_vit_zoo.pth"
 
 
@@ -510,18 +547,12 @@ class ZooDINO(_ZooMixin, DINOAdapter):
     options = _zoo_options(DINOAdapter.options)
     zoo_key, zoo_filename = "dino_resnet_zoo", "dino_resnetzoo_pretrain.pth"
 
-    def resnet_size(self) -> int:
-        return self.opts["image_size"] or self.native_size()
-
 
 class ZooBYOL(_ZooMixin, BYOLAdapter):
     name = "zoo-byol"
     description = "Reference zoo: BYOL ResNet pretrained on PhotoDigits (ships with jerc-eval)"
     options = _zoo_options(BYOLAdapter.options)
     zoo_key, zoo_filename = "byol_resnet_zoo", "byol_resnet_zoo.pth"
-
-    def preprocess(self) -> Preprocess:
-        return Preprocess(self.opts["image_size"] or self.native_size(), IMAGENET_MEAN, IMAGENET_STD, "bicubic")
 
 
 @hookimpl

@@ -31,8 +31,10 @@ def _available(names: list[str]) -> dict[str, str]:
 class CIFAR10C(CorruptionSuite):
     name = "cifar10-c"
     description = "CIFAR-10-C as released (.npy per corruption, severities 1-5 stacked); reads, never computes"
-    options = {"root": Option(Path, help="folder with <corruption>.npy and labels.npy", must_exist=True)}
-    corruptions = dict(FAMILY_OF)  # narrowed to the files present when instantiated
+    options = {"root": Option(Path, help="folder with <corruption>.npy and labels.npy", must_exist=True,
+                              path_kind="folder")}
+    # every ImageNet-C name: one whose file is absent is a data error naming the file, not an unknown name
+    corruptions = dict(FAMILY_OF)
     prerendered = True
     backend = "prerendered"
     min_size = 32
@@ -40,9 +42,18 @@ class CIFAR10C(CorruptionSuite):
     def __init__(self, **options: Any):
         super().__init__(**options)
         root = Path(self.opts["root"])
-        self.corruptions = _available([p.stem for p in root.glob("*.npy")])
-        self.default = tuple(c for c in self.corruptions if c in FAMILY_OF and FAMILY_OF[c] != "extra")
+        present = _available([p.stem for p in root.glob("*.npy")])
+        # the default: the files present (all 15 of the release); none at all fails when the run is checked
+        self.default = tuple(c for c in present if FAMILY_OF[c] != "extra") or tuple(
+            c for c in FAMILY_OF if FAMILY_OF[c] != "extra")
         self._arrays: dict[str, np.ndarray] = {}
+
+    def _missing(self, corruption: str) -> DataError:
+        root = Path(self.opts["root"])
+        have = sorted(p.stem for p in root.glob("*.npy") if p.stem in FAMILY_OF)
+        held = f"it holds {', '.join(have)}" if have else "it holds no <corruption>.npy file"
+        return DataError(f"no {corruption}.npy under {root} ({held}); point -S root at the extracted CIFAR-10-C "
+                         f"folder or pick corruptions it has with -c")
 
     @property
     def backend_version(self) -> str:
@@ -50,7 +61,15 @@ class CIFAR10C(CorruptionSuite):
 
     def _array(self, corruption: str) -> np.ndarray:
         if corruption not in self._arrays:
-            self._arrays[corruption] = np.load(Path(self.opts["root"]) / f"{corruption}.npy", mmap_mode="r")
+            path = Path(self.opts["root"]) / f"{corruption}.npy"
+            if not path.is_file():
+                raise self._missing(corruption)
+            try:
+                self._arrays[corruption] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DataError(f"{path} is not a readable .npy ({first[:120]}); copy it from the CIFAR-10-C "
+                                f"release again") from None
         return self._arrays[corruption]
 
     def _checked(self, corruption: str, n: int) -> np.ndarray:
@@ -81,7 +100,11 @@ class CIFAR10C(CorruptionSuite):
     def validate(self, test_images: np.ndarray, test_labels: np.ndarray) -> None:
         labels_path = Path(self.opts["root"]) / "labels.npy"
         if labels_path.exists():
-            labels = np.load(labels_path)
+            try:
+                labels = np.load(labels_path, allow_pickle=False)
+            except (OSError, ValueError, EOFError):
+                raise DataError(f"{labels_path} is not a readable .npy; copy it from the CIFAR-10-C release "
+                                f"again") from None
             n = len(test_labels)
             if len(labels) != 5 * n or not np.array_equal(labels[:n], test_labels):
                 raise DataError("cifar10-c labels.npy does not match the test set's labels (order or count); "
@@ -94,8 +117,8 @@ class CIFAR10C(CorruptionSuite):
 class ImageNetCFolder(CorruptionSuite):
     name = "imagenet-c-folder"
     description = "ImageNet-C as released: <root>/<corruption>/<severity>/<class>/<image> (JPEG q=85, 224 px)"
-    options = {"root": Option(Path, help="ImageNet-C root folder", must_exist=True),
-               "image_size": Option(int, 0, "resize to this square size; 0 keeps the files' size")}
+    options = {"root": Option(Path, help="ImageNet-C root folder", must_exist=True, path_kind="folder"),
+               "image_size": Option(int, 0, "resize to this square size; 0 keeps the files' size", minimum=0)}
     corruptions = dict(FAMILY_OF)
     prerendered = True
     backend = "prerendered"
@@ -136,8 +159,14 @@ class ImageNetCFolder(CorruptionSuite):
         size = self.opts["image_size"]
         out = []
         for f, _ in files:
-            im = Image.open(f).convert("RGB")
-            out.append(np.asarray(im.resize((size, size), Image.BICUBIC) if size else im))
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("RGB")
+                    out.append(np.asarray(im.resize((size, size), Image.BICUBIC) if size else im))
+            except (OSError, ValueError, SyntaxError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DataError(f"image {f} is corrupt or truncated ({first[:100]}); replace it from the "
+                                f"ImageNet-C release") from None
         if len({im.shape for im in out}) > 1:
             raise DataError(f"images under {files[0][0].parent.parent} differ in size; pass -S image_size N to "
                             f"resize them")

@@ -17,10 +17,18 @@ class LogRegProbe(Probe):
         "C": Option(float, 0.0, "inverse regularisation strength; 0 sweeps the grid"),
         "c_min_exp": Option(float, -3.0, "grid start: C = 10**c_min_exp"),
         "c_max_exp": Option(float, 2.0, "grid end: C = 10**c_max_exp"),
-        "c_steps": Option(int, 6, "grid points, log-spaced"),
-        "folds": Option(int, 5, "cross-validation folds for choosing C (fewer when the smallest class is smaller)"),
-        "max_iter": Option(int, 200, "L-BFGS iterations per fit"),
+        "c_steps": Option(int, 6, "grid points, log-spaced", minimum=1),
+        "folds": Option(int, 5, "cross-validation folds for choosing C (fewer when the smallest class is smaller)",
+                        minimum=2),
+        "max_iter": Option(int, 200, "L-BFGS iterations per fit", minimum=1),
     }
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        if self.opts["C"] < 0:
+            from ..errors import UsageError
+
+            raise UsageError("logreg needs C >= 0 (0 sweeps the grid); fix -p C")
 
     def c_grid(self) -> tuple[float, ...]:
         if self.opts["C"] > 0:
@@ -30,11 +38,8 @@ class LogRegProbe(Probe):
 
     def fit(self, features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
             device: str) -> FittedProbe:
-        from ..errors import UsageError
         from ..probes import fit_logreg
 
-        if self.opts["folds"] < 2:
-            raise UsageError(f"logreg needs folds >= 2, not {self.opts['folds']}; fix -p folds")
         model, info = fit_logreg(features, labels, num_classes, c_grid=self.c_grid(),
                                  folds=self.opts["folds"], max_iter=self.opts["max_iter"],
                                  seed=seed, device=device)
@@ -44,8 +49,15 @@ class LogRegProbe(Probe):
 class KNNProbe(Probe):
     name = "knn"
     description = "Cosine-weighted k-nearest neighbours on L2-normalised features (DINO's eval_knn protocol)"
-    options = {"k": Option(int, 20, "neighbours (DINO reports 10, 20, 100, 200)"),
+    options = {"k": Option(int, 20, "neighbours (DINO reports 10, 20, 100, 200)", minimum=1),
                "temperature": Option(float, 0.07, "vote weight exp(similarity / T)")}
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)  # checked when the run is resolved, before any compute
+        if self.opts["temperature"] <= 0:
+            from ..errors import UsageError
+
+            raise UsageError(f"knn temperature must be > 0, got {self.opts['temperature']:g}; pass -p temperature 0.07")
 
     def fit(self, features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
             device: str) -> FittedProbe:
@@ -64,10 +76,10 @@ class SGDHeadProbe(Probe):
     name = "sgd"
     description = ("Linear head trained by minibatch SGD with a cosine schedule; BatchNorm without affine first "
                    "(MAE's main_linprobe.py)")
-    options = {"epochs": Option(int, 90, "training epochs (MAE: 90)"),
-               "lr": Option(float, 0.1, "base learning rate, scaled by batch_size / 256 (MAE: 0.1)"),
-               "batch_size": Option(int, 256, "minibatch size"),
-               "weight_decay": Option(float, 0.0, "L2 weight decay (MAE: 0)"),
+    options = {"epochs": Option(int, 90, "training epochs (MAE: 90)", minimum=1),
+               "lr": Option(float, 0.1, "base learning rate, scaled by batch_size / 256 (MAE: 0.1)", minimum=0),
+               "batch_size": Option(int, 256, "minibatch size", minimum=1),
+               "weight_decay": Option(float, 0.0, "L2 weight decay (MAE: 0)", minimum=0),
                "batchnorm": Option(bool, True, "BatchNorm1d(affine=False, eps=1e-6) before the linear layer")}
 
     def fit(self, features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,

@@ -369,6 +369,10 @@ def _run(plan: Plan, host: Host, t0: float, timing: dict[str, float], echo: Call
 
     plan.train_order = canonical_order(data.train.images, plan.cfg.seed)
     loaded = {n: a.load() for n, a in plan.encoders.items()}
+    for n, enc in loaded.items():  # an inferred architecture detail is said, with the option that overrides it
+        for option, g in enc.meta.get("guessed", {}).items():
+            flag = f"-o {n}.{option} N" if len(loaded) > 1 else f"-o {option} N"
+            echo(f"jerc-eval: warning: {n}: {g['why']}: guessed {option} {g['value']}; pass {flag} to set it")
     evals = {n: Evaluator(n, plan.encoders[n], loaded[n], plan, data.fingerprint) for n in plan.encoders}
     timing["load_s"] = time.perf_counter() - t0 - timing["resolve_s"]
     echo(f"jerc-eval: {len(evals)} encoder(s) x {len(plan.corruptions)} corruption(s) x "

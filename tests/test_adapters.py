@@ -247,7 +247,8 @@ def test_zoo_dino_is_a_resnet_read_at_its_pretraining_size():
 @pytest.mark.parametrize("name", ["zoo-dino", "zoo-byol"])
 def test_zoo_resnets_run_the_stem_stride_their_manifest_records(name, x32):
     """The zoo's JE ResNets ship with a stride-2 stem, which the weights do not record: zoo.json says it. The same
-    file loaded as a third-party checkpoint runs the CIFAR convention, stride 1."""
+    file loaded through the generic adapter is recognised by its sha256 and runs the manifest's stride too; with
+    ``-o stem_stride 1`` it runs the CIFAR convention."""
     from jerc_eval.default_plugins.encoders import BYOLAdapter, DINOAdapter, ZooBYOL, ZooDINO
     from jerc_eval.models import build
 
@@ -260,7 +261,9 @@ def test_zoo_resnets_run_the_stem_stride_their_manifest_records(name, x32):
     s2.load_state_dict(sd)
     s1.load_state_dict(sd)
     assert close(feats(enc, x32), ref(s2, x32)) and enc.arch.endswith("-stem-s2")
-    plain = plain_cls(checkpoint=zoo_cls().checkpoint_path()).load()
+    generic = plain_cls(checkpoint=zoo_cls().checkpoint_path()).load()
+    assert close(feats(generic, x32), ref(s2, x32)) and generic.arch.endswith("-stem-s2")
+    plain = plain_cls(checkpoint=zoo_cls().checkpoint_path(), stem_stride=1).load()
     assert close(feats(plain, x32), ref(s1, x32)) and not plain.arch.endswith("-stem-s2")
 
 

@@ -82,8 +82,9 @@ def test_input_size_rule():
     """ImageNet-pretrained ResNets run at their declared 224 unless -o image_size overrides; small 3x3-stem ResNets
     at the dataset's size; the zoo at the size zoo.json records (32), so the default run is unchanged."""
     small = BYOLAdapter.__new__(BYOLAdapter)
-    small.opts = {"image_size": 0}
+    small.opts, small._manifest, small.guessed = {"image_size": 0}, {}, {}  # not a zoo file
     assert small.input_size({"stem_kernel": 3}) == 0 and small.input_size({"stem_kernel": 7}) == 224
+    assert small.guessed["image_size"]["value"] == 0  # the dataset's size: said, not silent
     small.opts = {"image_size": 96}
     assert small.input_size({"stem_kernel": 7}) == 96
     assert ZooBYOL().load().preprocess.input_size == ZooBYOL().entry()["hyperparameters"]["input_size"] == 32

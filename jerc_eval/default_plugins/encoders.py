@@ -44,15 +44,18 @@ def _build_vit(sd: dict, num_heads: int) -> tuple[Any, dict]:
     return VisionTransformer(**kw), kw
 
 
-def _build_resnet(sd: dict, stem_stride: int = 1) -> tuple[Any, dict]:
+def _build_resnet(sd: dict, stem_stride: Any = 1) -> tuple[Any, dict]:
     """The ResNet a state dict describes; ``stem_stride`` (a small 3x3 stem's stride, which the weights do not
-    record) comes from whoever knows it -- the zoo manifest for the zoo's own encoders."""
+    record: an int, or a callable asked only when the stem is a small one) comes from whoever knows it -- the
+    user's option, or the zoo manifest for the zoo's own files."""
     kw = resnet_kwargs(sd)
     if kw["bottleneck"]:
         return _bottleneck_resnet(kw), kw
     from ..models import ResNet
 
     stem = "imagenet" if kw["stem_kernel"] == 7 else "small"
+    if callable(stem_stride):
+        stem_stride = stem_stride() if stem == "small" else 1
     if stem == "small" and stem_stride != 1:
         kw["stem_stride"] = stem_stride
     return ResNet(layers=kw["layers"], widths=kw["widths"], stem=stem, stem_stride=stem_stride), kw
@@ -185,15 +188,46 @@ class _CheckpointAdapter(EncoderAdapter):
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
         raise NotImplementedError
 
+    def manifest(self) -> dict:
+        """The zoo.json entry of the checkpoint when it is one of the zoo's files (matched by sha256), else {}:
+        a zoo file loaded through a generic adapter then runs as the zoo built it (stem stride, heads, size)."""
+        if not hasattr(self, "_manifest"):
+            sha = sha256_file(self.weights_file())
+            self._manifest = next((e for e in zoo_manifest().get("encoders", {}).values()
+                                   if e.get("sha256") == sha), {})
+        return self._manifest
+
+    def guess(self, option: str, value: Any, why: str) -> Any:
+        """Record an architecture detail the weights do not carry, inferred rather than known; the run records
+        it (``meta.guessed``) and prints one warning naming the option that overrides it."""
+        self.guessed[option] = {"value": value, "why": why, "override": f"-o {option} N"}
+        return value
+
     def stem_stride(self) -> int:
-        """The stride of a small 3x3 ResNet stem, which the weights do not record: 1, as in the CIFAR ResNets."""
-        return 1
+        """The stride of a small 3x3 ResNet stem, which the weights do not record: ``-o stem_stride``, else the
+        zoo manifest's for a zoo file, else 1 (the CIFAR ResNets' convention) -- recorded as a guess."""
+        explicit = int(self.opts.get("stem_stride") or 0)
+        if explicit:
+            return explicit
+        known = self.manifest().get("arch_kwargs", {}).get("stem_stride")
+        if known:
+            return int(known)
+        return self.guess("stem_stride", 1, "a 3x3 ResNet stem's stride is not in the weights; 1 is the CIFAR "
+                                            "ResNets' convention (the zoo's own ResNets use 2)")
 
     def declared_size(self, kw: dict) -> int:
         """The input size the weights were pretrained at, which a run uses unless ``-o image_size N`` overrides it:
-        224 for an ImageNet ResNet (7x7 stem), as every ImageNet-pretrained adapter; 0 (the dataset's own size)
-        for a small 3x3-stem ResNet, which has no ImageNet size. ViTs declare their checkpoint's size."""
-        return 224 if kw.get("stem_kernel") == 7 else 0
+        224 for an ImageNet ResNet (7x7 stem), as every ImageNet-pretrained adapter; a zoo file's pretraining size
+        (zoo.json); else 0 (the dataset's own size) for a small 3x3-stem ResNet, which has no ImageNet size --
+        recorded as a guess. ViTs declare their checkpoint's size."""
+        if kw.get("stem_kernel") == 7:
+            return 224
+        size = self.manifest().get("hyperparameters", {}).get("input_size")
+        if size:
+            return int(size)
+        self.guess("image_size", 0, "a small-stem ResNet has no declared input size; it runs at the dataset's own "
+                                    "image size")
+        return 0
 
     def input_size(self, kw: dict) -> int:
         return self.opts.get("image_size") or self.declared_size(kw)
@@ -214,11 +248,19 @@ class _CheckpointAdapter(EncoderAdapter):
                                   + (f" ({hint})" if hint else "")) from None
 
     def load(self) -> LoadedEncoder:
+        self.guessed = {}
         sd = self.state_dict()
         backbone, features, arch, protocol, pre = self._build(sd)
         sd, filled = fill_bn_counters(backbone, sd)
         strict_load(backbone, sd, self.owner(), allowed_missing=self.allowed_missing(sd))
         meta = {"checkpoint": str(self.checkpoint_path()), "layout": self.layout}
+        if self.guessed:
+            meta["guessed"] = dict(self.guessed)
+        if self.manifest() and not isinstance(self, _ZooMixin):
+            meta["zoo_manifest"] = {"file": self.manifest().get("file"), "arch_kwargs":
+                                    self.manifest().get("arch_kwargs", {}),
+                                    "why": "the checkpoint is a zoo file (sha256 in zoo.json): its architecture "
+                                           "details come from the manifest"}
         if self.dropped:
             meta["dropped_keys"] = summarize_dropped(self.dropped)
         if filled:  # files saved without BatchNorm's step counters (byol-convert, pre-1.0 torch): filled with 0
@@ -241,6 +283,7 @@ class _CheckpointAdapter(EncoderAdapter):
     def random_init(self, seed: int) -> LoadedEncoder:
         import torch
 
+        self.guessed = {}
         sd = self.state_dict()  # only its shapes: the architecture must be the one being evaluated
         torch.manual_seed(seed)
         backbone, features, arch, protocol, pre = self._build(sd)
@@ -256,7 +299,11 @@ class _ViTAdapter(_CheckpointAdapter):
         return ViTFeatures(vit), "cls-after-final-norm"
 
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
-        vit, kw = _build_vit(sd, self.opts["num_heads"])
+        heads = self.opts["num_heads"] or int(self.manifest().get("arch_kwargs", {}).get("num_heads", 0))
+        vit, kw = _build_vit(sd, heads)
+        if not heads:
+            self.guess("num_heads", kw["num_heads"], f"a ViT's head count is not in the weights; "
+                                                     f"{kw['num_heads']} inferred from the width {kw['embed_dim']}")
         feats, protocol = self.features(vit)
         size = self.opts["image_size"] or kw["img_size"]
         return vit, feats, _arch_name("vit", kw), protocol, self.preprocess(size)
@@ -352,6 +399,9 @@ class DINOAdapter(_ViTAdapter):
                                  choices=("teacher", "student")),
         "n_last_blocks": Option(int, 1, "concatenate the [CLS] of the last n blocks (DINO: 4 for ViT-S, 1 for ViT-B)"),
         "avgpool": Option(bool, False, "also append the mean of the last block's patch tokens (DINO ViT-B)"),
+        "stem_stride": Option(int, 0, "stride of a small 3x3 ResNet stem, which the weights do not record: 1 "
+                              "(CIFAR ResNets) or 2; 0 takes the zoo manifest's for a zoo file, else 1 (a guess, "
+                              "recorded and warned about)", choices=(0, 1, 2)),
         "grid": Option(int, 0, "also append the last block's patch tokens pooled to a grid x grid map (0: no)"),
         **_VIT_OPTIONS,
     }
@@ -378,7 +428,7 @@ class DINOAdapter(_ViTAdapter):
             if vit_only:
                 raise UsageError(f"{', '.join(vit_only)} reads out a ViT, but this DINO checkpoint is a ResNet "
                                  f"(read out by global average pooling); drop the option")
-            model, kw = _build_resnet(sd, self.stem_stride())
+            model, kw = _build_resnet(sd, self.stem_stride)
             return model, model, _arch_name("resnet", kw), "global-avgpool", self.preprocess(self.input_size(kw))
         return super().build(sd)
 
@@ -427,6 +477,9 @@ class BYOLAdapter(_CheckpointAdapter):
                              "Haiku .pkl)", must_exist=True, path_kind="file"),
         "image_size": Option(int, 0, "input size fed to the encoder; 0 uses the declared size: 224 for an ImageNet "
                              "ResNet (7x7 stem), the dataset's own size for a small 3x3-stem ResNet", minimum=0),
+        "stem_stride": Option(int, 0, "stride of a small 3x3 ResNet stem, which the weights do not record: 1 "
+                              "(CIFAR ResNets) or 2; 0 takes the zoo manifest's for a zoo file, else 1 (a guess, "
+                              "recorded and warned about)", choices=(0, 1, 2)),
         "haiku_padding": Option(str, "same", "Haiku .pkl only: 'same' reproduces TensorFlow SAME padding of the "
                                 "strided convs/max-pool (exact); 'torchvision' pads symmetrically, as the usual "
                                 "converted ResNet-50 does", choices=("same", "torchvision")),
@@ -463,7 +516,7 @@ class BYOLAdapter(_CheckpointAdapter):
         return sd
 
     def build(self, sd: dict) -> tuple[Any, Any, str, str, Preprocess]:
-        model, kw = _build_resnet(sd, self.stem_stride())
+        model, kw = _build_resnet(sd, self.stem_stride)
         protocol = "global-avgpool"
         if self.is_haiku() and self.opts["haiku_padding"] == "same":
             tf_same_padding(model)
@@ -504,12 +557,11 @@ class _ZooMixin:
     def entry(self) -> dict:
         return zoo_manifest().get("encoders", {}).get(self.zoo_key, {})
 
+    def manifest(self) -> dict:
+        return self.entry()
+
     def checkpoint_path(self) -> Path:
         return zoo_file(self.zoo_filename)
-
-    def stem_stride(self) -> int:
-        """A zoo ResNet's stem stride (zoo.json): the weights do not record it."""
-        return int(self.entry().get("arch_kwargs", {}).get("stem_stride", 1))
 
     def native_size(self) -> int:
         """The input size the zoo encoder was pretrained at (zoo.json)."""

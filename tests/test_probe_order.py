@@ -86,3 +86,26 @@ def test_two_evaluate_calls_leave_the_process_as_it_was(checkpoints, tiny_npz, t
         assert first["environment"]["torch_threads"] == second["environment"]["torch_threads"] == 2
     finally:
         torch.set_num_threads(before_threads)
+
+
+def test_same_seed_runs_differ_only_in_created_and_timing(checkpoints, tiny_npz, tmp_path):
+    """docs/results-schema.md: `created` and `timing` (clock readings, the alignment estimator's included) are the
+    only fields two runs with one seed on one machine may differ in; here one cold and one warm run."""
+    import json
+
+    kw = dict(encoders=["mae", "dino"], encoder_options={"mae": {"checkpoint": str(checkpoints["mae"])},
+                                                         "dino": {"checkpoint": str(checkpoints["dino"])}},
+              dataset="npz", dataset_options={"path": str(tiny_npz)}, corruptions=["gaussian_noise", "fog"],
+              severities=[1, 5], workers=1, cache_dir=str(tmp_path / "cache"), alignment=True,
+              probe_options={"c_steps": 2, "max_iter": 50})
+    docs = []
+    for tag in ("a", "b"):
+        jerc_eval.evaluate(out=str(tmp_path / tag), **kw)
+        doc = json.loads((tmp_path / tag / "results.json").read_text())
+        assert "timing_s" not in doc["alignment_evidence"]
+        assert ("alignment_evidence" in doc["timing"]) == (tag == "a")  # the warm run reads it from the cache
+        for volatile in ("created", "timing"):
+            doc.pop(volatile)
+        doc["config"].pop("out")
+        docs.append(json.dumps(doc, sort_keys=True))
+    assert docs[0] == docs[1]

@@ -644,8 +644,15 @@ def combine(results: Mapping[str, Any], evidence: Mapping[str, Any]) -> dict:
               + (f", theory silent on {agree['theory silent']}" if agree["theory silent"] else "")
               + (f", theory only on {agree['theory only']}" if agree["theory only"] else ""))
     advised = sorted(c for c, e in per.items() if e["advice"])
-    headline = (f"alignment-aware: prefer {_NAME[overall]}: {detail}" if overall
-                else f"alignment-aware: no overall winner: {detail}")
+    if not measured:  # one paradigm only: nothing measured to weigh, and the theory alone answers another question
+        overall = None
+        headline = (f"no measured JE-vs-RC comparison: the run needs at least one JE and one RC encoder; the "
+                    f"linear theory alone (about pretraining on corrupted data) favours JE on {counts['JE']}, RC "
+                    f"on {counts['RC']}, neither on {counts['no clear winner']} of {n} corruptions")
+    elif overall:
+        headline = f"alignment-aware: prefer {_NAME[overall]}: {detail}"
+    else:
+        headline = f"alignment-aware: no overall winner: {detail}"
     if advised:
         headline += f"; augmentation misaligned with {len(advised)} corruption(s) (see advice)"
     basis = evidence.get("basis") or {}

@@ -77,6 +77,8 @@ def build_results(plan: Plan, host: Host, data: LoadedDataset, evals: dict[str, 
 
     n_cls = len(data.class_names)
     summaries = {n: summ.encoder_summary(rows, n, n_cls) for n in evals}
+    for n, s in summaries.items():
+        s["vs_floor"] = summ.vs_floor(s, floors.get(n))
     paradigms = {n: ev.encoder.paradigm for n, ev in evals.items()}
     results: dict[str, Any] = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "jerc_eval_version": __version__,

@@ -118,16 +118,43 @@ def num(x: float | None, digits: int = 1) -> str:
     return "  -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def vs_floor(summary: dict[str, Any], floor: dict[str, Any] | None) -> str | None:
+    """How the clean accuracy compares with the random-init floor's: ``"above"`` (intervals apart), ``"below"``
+    (the whole interval under the floor's accuracy: the pretrained weights do worse than random ones),
+    ``"indistinguishable"`` (the intervals overlap), or None without a floor."""
+    if not floor or floor.get("accuracy") is None:
+        return None
+    lo, hi = summary["clean_ci95"]
+    f_lo, f_hi = floor.get("ci95") or (floor["accuracy"], floor["accuracy"])
+    if hi < floor["accuracy"]:
+        return "below"
+    return "above" if lo > f_hi else "indistinguishable"
+
+
+def floor_warnings(results: dict[str, Any]) -> list[str]:
+    """One line per encoder whose clean accuracy is not above its random-init floor."""
+    out = []
+    for name, s in results["summary"].items():
+        status, floor = s.get("vs_floor"), results["encoders"][name].get("floor") or {}
+        if status in ("below", "indistinguishable"):
+            what = "below" if status == "below" else "no better than"
+            out.append(f"warning: {name}'s clean accuracy {pct(s['clean_accuracy'])} % is {what} its random-init "
+                       f"floor {pct(floor.get('accuracy'))} %: the pretrained weights add nothing here; check the "
+                       f"checkpoint, its readout (-o options) and input size")
+    return out
+
+
 def console_table(results: dict[str, Any]) -> str:
     """A readable plain-text summary: one line per encoder, then Drop per corruption and the JE/RC verdict."""
     s = results["summary"]
     enc = results["encoders"]
-    lines = ["", f"{'encoder':<12} {'paradigm':<8} {'clean acc (95% CI)':<22} {'random-init':>11} "
+    w = max([12] + [len(n) for n in s])  # whole names: "torchvision-a" and "torchvision-b" stay apart
+    lines = ["", f"{'encoder':<{w}} {'paradigm':<8} {'clean acc (95% CI)':<22} {'random-init':>11} "
                  f"{'mean acc':>9} {'mean Drop':>10}"]
     for name, d in s.items():
         lo, hi = d["clean_ci95"]
         floor = (enc[name].get("floor") or {}).get("accuracy")
-        lines.append(f"{name:<12} {enc[name]['paradigm']:<8} {pct(d['clean_accuracy']):>5} "
+        lines.append(f"{name:<{w}} {enc[name]['paradigm']:<8} {pct(d['clean_accuracy']):>5} "
                      f"[{pct(lo)}, {pct(hi)}]{'':<5} {pct(floor):>11} {pct(d['mean_corrupted_accuracy']):>9} "
                      f"{num(d['mean_drop']):>6} ±{num(half95(d['mean_drop_se']))}")
     comp = results.get("comparison")
@@ -136,18 +163,20 @@ def console_table(results: dict[str, Any]) -> str:
     if corrs and any(s[n]["corruptions"][c]["drop"] is not None for n in names for c in corrs):
         lines += ["", "Drop = 100*(S1-S5)/S1 in % (lower is more robust)" + (" ; verdict: who degrades less"
                                                                              if comp else "")]
-        lines.append(f"{'corruption':<18} " + " ".join(f"{n[:10]:>10}" for n in names)
+        cw = {n: max(10, len(n)) for n in names}
+        lines.append(f"{'corruption':<18} " + " ".join(f"{n:>{cw[n]}}" for n in names)
                      + ("   RC-JE (±95%)   verdict" if comp else ""))
         for c in corrs:
-            row = f"{c:<18} " + " ".join(f"{num(s[n]['corruptions'][c]['drop']):>10}" for n in names)
+            row = f"{c:<18} " + " ".join(f"{num(s[n]['corruptions'][c]['drop']):>{cw[n]}}" for n in names)
             if comp and c in comp["per_corruption"]:
                 p = comp["per_corruption"][c]
                 row += f"   {num(p['rc_minus_je']):>6} ±{num(half95(p['se'])):<6}  {p['less_degradation']}"
             lines.append(row)
         if comp:
             o = comp["overall"]
-            lines.append(f"{'mean':<18} " + " ".join(f"{num(s[n]['mean_drop']):>10}" for n in names)
+            lines.append(f"{'mean':<18} " + " ".join(f"{num(s[n]['mean_drop']):>{cw[n]}}" for n in names)
                          + f"   {num(o['rc_minus_je']):>6} ±{num(half95(o['se'])):<6}  {o['less_degradation']}")
+    lines += [""] + floor_warnings(results) if floor_warnings(results) else []
     rec = results.get("recommendation")
     if rec:
         lines += ["", f"Recommendation: {rec.get('headline', '')}"]

@@ -156,3 +156,24 @@ def test_corruption_warm_up_only_for_cells_left_to_compute(checkpoints, tiny_npz
     again = jerc_eval.evaluate(**_cfg(checkpoints, tiny_npz, tmp_path / "b", **kw))
     assert calls == [["gaussian_noise", "glass_blur"]]
     assert [r["correct"] for r in first["rows"]] == [r["correct"] for r in again["rows"]]
+
+
+def test_console_keeps_whole_names_and_warns_below_the_floor():
+    from jerc_eval.summary import console_table, vs_floor
+
+    def enc_summary(acc, ci):
+        return {"clean_accuracy": acc, "clean_ci95": ci, "mean_corrupted_accuracy": acc, "mean_drop": None,
+                "mean_drop_se": None, "corruptions": {}}
+
+    floor = {"accuracy": 0.79, "ci95": [0.77, 0.81]}
+    assert vs_floor(enc_summary(0.56, [0.54, 0.58]), floor) == "below"
+    assert vs_floor(enc_summary(0.80, [0.78, 0.82]), floor) == "indistinguishable"
+    assert vs_floor(enc_summary(0.90, [0.88, 0.92]), floor) == "above" and vs_floor(enc_summary(0.5, [0, 1]), None) is None
+    s = {"torchvision-resnet50-old": enc_summary(0.56, [0.54, 0.58]), "torchvision-resnet50-new": enc_summary(0.9, [0.88, 0.92])}
+    for v in s.values():
+        v["vs_floor"] = vs_floor(v, floor)
+    res = {"summary": s, "encoders": {n: {"paradigm": "SL", "floor": floor} for n in s}, "comparison": None}
+    text = console_table(res)
+    assert "torchvision-resnet50-old" in text and "torchvision-resnet50-new" in text
+    (warning,) = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert "torchvision-resnet50-old's clean accuracy 56.0 % is below its random-init floor 79.0 %" in warning

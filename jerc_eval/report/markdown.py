@@ -38,7 +38,10 @@ def _summary(results: dict[str, Any]) -> list[str]:
         drop = "-" if s["mean_drop"] is None else f"{num(s['mean_drop'])} ±{num(half95(s['mean_drop_se']))}"
         out.append(f"| {name} | {e['paradigm']} | {e['arch']} | {_acc(s['clean_accuracy'], s['clean_ci95'])} | "
                    f"{_acc(floor.get('accuracy'), floor.get('ci95'))} | {pct(s['mean_corrupted_accuracy'])} | {drop} |")
-    return out + [""]
+    from ..summary import floor_warnings
+
+    warnings = floor_warnings(results)
+    return out + [""] + ([f"> **{w}**" for w in warnings] + [""] if warnings else [])
 
 
 def _recommendation(results: dict[str, Any]) -> list[str]:

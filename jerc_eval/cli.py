@@ -160,8 +160,12 @@ def _list(host: Any, kind: str) -> None:
     kind = KIND_ALIASES.get(kind, kind)
     if kind == "corruptions":
         for entry in host.registry("suites"):
-            suite = entry.obj()
-            for fam, names in suite.families().items():
+            required = [k for k, o in entry.obj.options.items() if o.required]
+            if required:  # a pre-rendered suite: its corruptions are whatever its files hold
+                flags = " ".join(f"-S {k} ..." for k in required)
+                print(f"{entry.name}  (the corruptions found under its files; needs {flags})")
+                continue
+            for fam, names in entry.obj().families().items():
                 print(f"{entry.name}  {fam:<8} {', '.join(names)}")
         return
     if kind not in host.registries:

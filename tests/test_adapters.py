@@ -605,6 +605,26 @@ def test_timm_encoder_local_checkpoint_and_offline_hub(plugin_host, tmp_path, vi
         cls(model="vit_tiny_patch16_224").load()
 
 
+def test_timm_vit_at_another_image_size_interpolates_position_embeddings(plugin_host, tmp_path):
+    timm = pytest.importorskip("timm")
+    kw = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **kw).eval()
+    path = tmp_path / "vit_tiny.pth"
+    torch.save(model.state_dict(), path)
+    cls = plugin_host.registry("encoders").get("timm")
+    enc = cls(model="vit_tiny_patch16_224", checkpoint=path, model_kwargs=json.dumps(kw), image_size=64,
+              paradigm="SL").load()  # was an internal error: "Input height (64) doesn't match model (32)"
+    x64 = torch.rand(2, 3, 64, 64)
+    assert enc.preprocess.input_size == 64 and "interpolated" in enc.meta["dynamic_img_size"]
+    with torch.no_grad():
+        assert enc.module(x64).shape == (2, 32)
+        native = cls(model="vit_tiny_patch16_224", checkpoint=path, model_kwargs=json.dumps(kw), image_size=32,
+                     paradigm="SL").load()
+        x32 = torch.rand(2, 3, 32, 32)
+        assert "dynamic_img_size" not in native.meta and close(enc.module(x32), native.module(x32))
+
+
 # ================================================================================================ template
 def test_custom_encoder_template_plugin(tmp_path, x32):
     torch.manual_seed(0)

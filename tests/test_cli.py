@@ -74,6 +74,8 @@ def test_list_and_plugins(capsys):
     assert code == 0 and "zoo-dino" in out
     code, out, _ = run_cli(["plugins"], capsys)
     assert code == 0 and any(p["name"].endswith("encoders") for p in json.loads(out))
+    code, out, _ = run_cli(["list", "corruptions"], capsys)  # in the README's tour; was exit 2 (cifar10-c's root)
+    assert code == 0 and "imagenet-c  noise    gaussian_noise" in out and "cifar10-c  (" in out and "-S root" in out
 
 
 def test_console_script_entry(tmp_path):

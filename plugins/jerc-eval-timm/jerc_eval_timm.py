@@ -110,7 +110,11 @@ class TimmEncoder(EncoderAdapter):
                                    f"offline ({reason}); download the weights elsewhere and pass the local file: "
                                    f"-o model {model_id[len(HUB_PREFIX):].split('/')[-1]} -o checkpoint FILE")
         try:
-            return timm.create_model(model_id, pretrained=pretrained, **self._kwargs())
+            model = timm.create_model(model_id, pretrained=pretrained, **self._kwargs())
+            if self._needs_dynamic_size(model):  # a ViT fed another size: position embeddings interpolated
+                model = timm.create_model(model_id, pretrained=pretrained,
+                                          **{**self._kwargs(), "dynamic_img_size": True})
+            return model
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 base = model_id.split(".")[0]
@@ -125,6 +129,15 @@ class TimmEncoder(EncoderAdapter):
         except TypeError as exc:
             raise UsageError(f"timm.create_model({model_id!r}) rejected model_kwargs ({exc})") from None
 
+    def _needs_dynamic_size(self, model: Any) -> bool:
+        """A ViT asked for an input size (-o image_size) other than the one it was built for (its default, or
+        model_kwargs' img_size) and not told how to handle it (model_kwargs' dynamic_img_size)."""
+        size, kw = self.opts["image_size"], self._kwargs()
+        native = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        if not size or native is None or "dynamic_img_size" in kw:
+            return False
+        return tuple(native) != (size, size)
+
     def _features(self, model: Any, weights_sha: str | None, paradigm: str, meta: dict) -> LoadedEncoder:
         cfg = dict(getattr(model, "pretrained_cfg", None) or {})
         size = self.opts["image_size"] or int((cfg.get("input_size") or (3, 224, 224))[-1])
@@ -137,6 +150,9 @@ class TimmEncoder(EncoderAdapter):
         arch = cfg.get("architecture") or self.opts["model"].split(".")[0]
         meta = {"model": self.opts["model"], "pretrained_tag": cfg.get("tag"), "crop_pct_ignored": cfg.get("crop_pct"),
                 **meta}
+        if getattr(model, "dynamic_img_size", False) and "dynamic_img_size" not in self._kwargs():
+            meta["dynamic_img_size"] = (f"-o image_size {size}: the position embeddings are interpolated from the "
+                                        f"model's {tuple(model.patch_embed.img_size)} grid at run time (timm)")
         return LoadedEncoder(module=_prelogits_module(model).eval(), preprocess=pre, arch=f"timm:{arch}",
                              paradigm=paradigm, feature_protocol=protocol, weights_sha256=weights_sha, meta=meta)
 

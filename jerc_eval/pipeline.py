@@ -364,6 +364,8 @@ def _run(plan: Plan, host: Host, t0: float, timing: dict[str, float], echo: Call
     from tqdm.auto import tqdm
 
     plan.torch_threads = torch.get_num_threads()  # what the run uses (environment.torch_threads)
+    echo(f"jerc-eval: loading dataset {plan.cfg.dataset} (a first run may render or decode it) and "
+         f"{len(plan.encoders)} encoder(s) ...")
     data = load_dataset(plan)  # 2
     from .probes import canonical_order
 

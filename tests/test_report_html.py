@@ -68,3 +68,20 @@ def test_plots_drawn_in_a_forked_child_equal_the_serial_drawing(first_run, monke
     forked = render_html(results)
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # no fork: one process
     assert render_html(results) == forked
+
+
+def test_full_tables_are_html_tables_and_an_unmodelled_recipe_has_no_spectra_section(first_run):
+    import copy
+
+    res, out = first_run
+    text = (out / "report.html").read_text()
+    tables = text.split("<h2>Full tables</h2>", 1)[1]
+    assert "<pre>" not in text and "| encoder |" not in tables  # no raw Markdown
+    assert tables.count("<table>") >= 3 and "<th>encoder</th>" in tables and "<h3>Summary</h3>" in tables
+    assert "<strong>" in tables or "<code>" in tables
+    assert text.count("class='plot'") >= 3
+    bare = copy.deepcopy(res)
+    for cells in (bare.get("alignment_evidence") or {}).get("cells", {}).values():
+        for cell in cells.values():
+            cell["encoders"] = {}  # no encoder's recipe could be modelled
+    assert "plot-spectra" not in render_html(bare)

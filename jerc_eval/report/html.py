@@ -72,10 +72,20 @@ def plot_accuracy_vs_severity(results: dict[str, Any]) -> str:
         ax.set_xticks([0] + sevs, ["clean"] + [str(v) for v in sevs], fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.set_ylim(0, 100)
-    fig.axes[0].legend(fontsize=7, loc="lower left")
-    fig.supylabel("top-1 accuracy (%)", fontsize=9)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.08 / rows, top=1 - 0.1 / rows, wspace=0.25, hspace=0.45)
+    _figure_legend(fig, rows)
+    fig.supylabel("top-1 accuracy (%)", fontsize=9, x=0.003)  # at the edge: clear of the tick labels
+    fig.subplots_adjust(left=0.075, right=0.99, bottom=0.08 / rows, top=1 - 0.1 / rows - 0.12 / rows,
+                        wspace=0.25, hspace=0.45)
     return _svg(fig, tight=False)
+
+
+def _figure_legend(fig: Any, rows: int) -> None:
+    """One legend for every panel, above them (a legend inside the first panel hides its curves and leaves
+    the other panels unexplained)."""
+    handles, labels = fig.axes[0].get_legend_handles_labels() if fig.axes else ([], [])
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=7, frameon=False,
+                   bbox_to_anchor=(0.5, 1.0))
 
 
 def plot_drop_bars(results: dict[str, Any]) -> str | None:
@@ -150,10 +160,13 @@ def plot_spectra(results: dict[str, Any]) -> str | None:
         ax.set_title(f"{c} s{sev}: {e.get('regime', '?')} → {e.get('less_alignment', '?')}", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.minorticks_off()  # a log axis' minor ticks are most of the drawing time and no help at this size
-    if fig.axes:
-        fig.axes[0].legend(fontsize=6, loc="upper right")
+    if not fig.axes:  # no encoder's recipe could be modelled: no section rather than an empty one
+        plt.close(fig)
+        return None
+    _figure_legend(fig, rows)
     fig.supxlabel("direction (sorted)", fontsize=8)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12 / rows, top=1 - 0.1 / rows, wspace=0.25, hspace=0.45)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12 / rows, top=1 - 0.1 / rows - 0.12 / rows,
+                        wspace=0.25, hspace=0.45)
     return _svg(fig, tight=False)
 
 
@@ -222,6 +235,51 @@ def render_html(results: dict[str, Any]) -> str:
                   "augmentations; title: the regime and which paradigm needs less alignment "
                   "(see docs/recommendation.md for the assumptions).</p><div class='plot' id='plot-spectra'>",
                   spectra, "</div>"]
-    parts += [
-              "<h2>Full tables</h2><pre>", html.escape(render_markdown(results)), "</pre></body></html>"]
+    parts += ["<h2>Full tables</h2>", markdown_to_html(render_markdown(results), skip_title=True),
+              "</body></html>"]
     return "\n".join(parts)
+
+
+def markdown_to_html(md: str, skip_title: bool = False) -> str:
+    """The Markdown that :func:`render_markdown` writes (headings, pipe tables, bullets, quotes, paragraphs,
+    **bold** and `code`) as HTML, every text escaped."""
+    import re
+
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    out: list[str] = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        if line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            body = [r for r in block[1:] if not all(set(c) <= set("-: ") for c in r)]
+            th = "".join(f"<th>{inline(c)}</th>" for c in block[0])
+            rows = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
+            out.append(f"<table><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>")
+            continue
+        if line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        m = re.match(r"(#+) (.*)", line)
+        if m:
+            level = min(6, len(m.group(1)) + 1)  # under the page's own h1/h2
+            if not (skip_title and len(m.group(1)) == 1):
+                out.append(f"<h{level}>{inline(m.group(2))}</h{level}>")
+        elif line.startswith(">"):
+            out.append(f"<blockquote>{inline(line.lstrip('> '))}</blockquote>")
+        elif line:
+            out.append(f"<p>{inline(line)}</p>")
+        i += 1
+    return "\n".join(out)

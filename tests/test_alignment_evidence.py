@@ -245,3 +245,15 @@ def test_plugin_defers_without_evidence(real):
     out = theory_recommend.recommend(dict(res, alignment_evidence=ev))
     assert out["basis"] == "theory+empirical" and set(out["per_corruption"]) == {"gaussian_noise", "contrast"}
     json.dumps(out, allow_nan=False)
+
+
+def test_report_md_shows_the_advice_the_headline_points_at():
+    from jerc_eval.report.markdown import _recommendation
+
+    ev = _evidence({"fog": {"dino": _enc("JE", True, False), "mae": _enc("JE", True, False, a2=0.1, rc=40.0)}})
+    res = _results({"fog": (5.0, 1.0)})
+    res["recommendation"] = ae.combine(res, ev)
+    res["comparison"] = None  # only the recommendation's part of the section
+    assert "see advice" in res["recommendation"]["headline"]
+    text = "\n".join(_recommendation(res))
+    assert "### Advice" in text and "- **fog**: mae (RC)" in text

@@ -50,6 +50,12 @@ def _recommendation(results: dict[str, Any]) -> list[str]:
     if rec:
         out += ["## Recommendation", "", f"**{rec.get('headline', '')}**", ""]
         out += [f"- {a}" for a in rec.get("assumptions", [])] + [""]
+        advised = [(c, rec["per_corruption"][c]["advice"]) for c in rec.get("advice_for") or []
+                   if (rec.get("per_corruption") or {}).get(c, {}).get("advice")]
+        if advised:  # what the headline's "(see advice)" points at
+            out += ["### Advice", "", "Where an encoder's pretraining augmentations contain less of a corruption "
+                    "than its paradigm needs (linear theory, Section 4; advice for pretraining on such data):", ""]
+            out += [f"- **{c}**: {line}" for c, lines in advised for line in lines] + [""]
     if comp:
         out += [f"JE encoders: {', '.join(comp['je_encoders'])}; RC encoders: {', '.join(comp['rc_encoders'])}. "
                 f"Rule: {comp['rule']}.", "", "| corruption | JE Drop | RC Drop | RC−JE ±95% | degrades less |",

@@ -50,7 +50,9 @@ def _add_run(sub: Any) -> None:
                                    "severities. Flags override --config.")
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file with run keys (flags win)")
     p.add_argument("-e", "--encoder", action="append", metavar="NAME",
-                   help="encoder to evaluate (repeat or comma-separate); see `jerc-eval list encoders`")
+                   help="encoder to evaluate (repeat or comma-separate); see `jerc-eval list encoders`. ALIAS=NAME "
+                        "names it in every row and report, so one adapter can appear twice "
+                        "(-e new=mae -o new.checkpoint a.pth -e old=mae -o old.checkpoint b.pth)")
     p.add_argument("-o", "--option", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
                    help="typed encoder option; with several encoders use ENCODER.KEY")
     p.add_argument("--dataset", metavar="NAME", help="dataset (default photodigits)")
@@ -136,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from .config import RunConfig, from_mapping, load_file, split_encoder_options
+    from .config import RunConfig, encoder_aliases, from_mapping, load_file, split_encoder_options
 
     cfg = from_mapping(load_file(args.config), source=args.config) if args.config else RunConfig()
     flags: dict[str, Any] = {}
@@ -148,7 +150,8 @@ def _run_config(args: argparse.Namespace) -> Any:
               "corruptions": args.corruptions, "severities": args.severities, "reporters": args.reporter}
     flags.update({k: v for k, v in simple.items() if v is not None})
     cfg = from_mapping(flags, base=cfg, source="flags")
-    for enc, opts in split_encoder_options([tuple(o) for o in args.option], cfg.encoders).items():
+    aliases = list(encoder_aliases(cfg.encoders))  # -e new=mae: options go to -o new.KEY
+    for enc, opts in split_encoder_options([tuple(o) for o in args.option], aliases).items():
         cfg.encoder_options.setdefault(enc, {}).update(opts)
     cfg.dataset_options.update(dict(args.dataset_option))
     cfg.probe_options.update(dict(args.probe_option))

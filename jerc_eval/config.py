@@ -119,6 +119,26 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def encoder_aliases(entries: list[str]) -> dict[str, str]:
+    """``ALIAS=NAME`` or ``NAME`` per entry -> {alias: registered name}, in order. An alias names the encoder in
+    rows, reports, gates and ``-o ALIAS.KEY``; the same adapter may appear under several aliases (two releases of
+    one family). A repeated alias is an error."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        alias, eq, name = entry.partition("=")
+        alias, name = alias.strip(), name.strip()
+        if not eq:
+            name = alias
+        if not alias or not name or any(ch in alias for ch in ".,= "):
+            raise UsageError(f"encoder {entry!r}: write NAME or ALIAS=NAME with an alias of letters, digits, - or "
+                             f"_ (e.g. -e new=mae -e old=mae)")
+        if alias in out:
+            raise UsageError(f"encoder {alias!r} is given twice; give each its own alias, e.g. -e new={name} "
+                             f"-e old={name} with -o new.checkpoint A -o old.checkpoint B")
+        out[alias] = name
+    return out
+
+
 def split_encoder_options(pairs: list[tuple[str, str]], encoders: list[str]) -> dict[str, dict[str, str]]:
     """``-o KEY VALUE`` applies to every listed encoder; ``-o ENCODER.KEY VALUE`` to one of them."""
     out: dict[str, dict[str, str]] = {}

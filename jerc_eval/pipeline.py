@@ -79,17 +79,27 @@ def resolve_corruptions(suite: CorruptionSuite, wanted: list[str], extra: bool) 
     return sorted(set(chosen), key=order.index)
 
 
-def resolve(cfg: RunConfig, host: Host) -> Plan:
+def resolve(cfg: RunConfig, host: Host, modules: dict[str, Any] | None = None) -> Plan:
     if not cfg.encoders:
         raise UsageError("no encoder given; pass --encoder NAME (see `jerc-eval list encoders`)")
+    from .config import encoder_aliases
+
     enc_reg = host.registry("encoders")
-    for name in cfg.encoders:  # names first, so a typo is reported before any option problem
-        enc_reg.entry(name)
+    aliases = encoder_aliases(cfg.encoders)  # alias -> registered name ("new=mae"; plain "mae" is its own alias)
+    modules = dict(modules or {})
+    for alias, mod in modules.items():
+        if not isinstance(mod, EncoderAdapter):
+            raise UsageError(f"modules[{alias!r}] is a {type(mod).__name__}; wrap a torch module with its paradigm "
+                             f"and preprocessing: jerc_eval.ModuleEncoder(model, paradigm='JE', input_size=224)")
+    for alias, name in aliases.items():  # names first, so a typo is reported before any option problem
+        if alias not in modules:
+            enc_reg.entry(name)
     for key in cfg.encoder_options:
-        if key not in cfg.encoders:
-            raise UsageError(f"options given for encoder {key!r}, which is not in the run; encoders: "
-                             f"{', '.join(cfg.encoders)}")
-    encoders = {n: enc_reg.get(n)(**cfg.encoder_options.get(n, {})) for n in cfg.encoders}
+        if key not in aliases or key in modules:
+            raise UsageError(f"options given for encoder {key!r}, which is not a named encoder of the run; "
+                             f"encoders: {', '.join(a for a in aliases if a not in modules)}")
+    encoders = {a: modules[a] if a in modules else enc_reg.get(n)(**cfg.encoder_options.get(a, {}))
+                for a, n in aliases.items()}
     dataset = host.registry("datasets").get(cfg.dataset)(**cfg.dataset_options)
     suite = host.registry("suites").get(cfg.suite)(**cfg.suite_options)
     if not suite.prerendered:
@@ -120,7 +130,8 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
                                   "feature cache (or pass --no-cache)")
     checks.check_device(cfg.device)
     cache = Cache(root, enabled=not cfg.no_cache)
-    plugin_of = {n: enc_reg.entry(n).plugin for n in cfg.encoders}
+    plugin_of = {a: "jerc_eval.evaluate(modules=...)" if a in modules else enc_reg.entry(n).plugin
+                 for a, n in aliases.items()}
     device = pick_device(cfg.device)
     suite.device = device
     return Plan(cfg, dataset, encoders, suite, corruptions, severities, probe, reporters,
@@ -335,12 +346,13 @@ def floor_result(floor: FloorFeatures, fitted: Any, data: LoadedDataset) -> dict
 
 # ===================================================================================== orchestration
 def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = print,
-        progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``cfg``; returns the results document and writes every report under ``cfg.out``."""
+        progress: bool = True, modules: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg``; returns the results document and writes every report under ``cfg.out``. ``modules``:
+    ready encoders (``ModuleEncoder``) by alias, listed in ``cfg.encoders`` too (``jerc_eval.evaluate``)."""
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
     host = host or create_host()
-    plan = resolve(cfg, host)  # 1
+    plan = resolve(cfg, host, modules)  # 1
     timing["resolve_s"] = time.perf_counter() - t0
     from .seeding import kept_process_state
 

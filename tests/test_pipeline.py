@@ -177,3 +177,55 @@ def test_console_keeps_whole_names_and_warns_below_the_floor():
     assert "torchvision-resnet50-old" in text and "torchvision-resnet50-new" in text
     (warning,) = [line for line in text.splitlines() if line.startswith("warning:")]
     assert "torchvision-resnet50-old's clean accuracy 56.0 % is below its random-init floor 79.0 %" in warning
+
+
+def test_encoder_aliases_let_one_adapter_appear_twice(checkpoints, tiny_npz, tmp_path):
+    import torch
+
+    from jerc_eval.config import encoder_aliases
+    from jerc_eval.errors import UsageError
+    from jerc_eval.models import VisionTransformer
+
+    torch.manual_seed(1)
+    other = tmp_path / "dino_other.pth"
+    torch.save(VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2).state_dict(), other)
+    res = jerc_eval.evaluate(encoders=["old=dino", "new=dino"],
+                             encoder_options={"old": {"checkpoint": str(checkpoints["dino"])},
+                                              "new": {"checkpoint": str(other)}},
+                             dataset="npz", dataset_options={"path": str(tiny_npz)}, corruptions=["contrast"],
+                             severities=[1], out=str(tmp_path / "o"), workers=1, no_cache=True, alignment=False,
+                             floors=False, probe_options={"c_steps": 2, "max_iter": 30})
+    assert sorted({r["encoder"] for r in res["rows"]}) == ["new", "old"]
+    assert res["encoders"]["old"]["adapter"] == res["encoders"]["new"]["adapter"] == "dino"
+    assert res["encoders"]["old"]["weights_sha256"] != res["encoders"]["new"]["weights_sha256"]
+    assert "| old |" in (tmp_path / "o" / "report.md").read_text()
+    assert encoder_aliases(["mae", "b=mae"]) == {"mae": "mae", "b": "mae"}
+    with pytest.raises(UsageError, match="given twice"):
+        encoder_aliases(["a=mae", "a=dino"])
+    with pytest.raises(UsageError, match="ALIAS=NAME"):
+        encoder_aliases(["a.b=mae"])
+
+
+def test_evaluate_accepts_a_ready_module(checkpoints, tiny_npz, tmp_path):
+    """A notebook's nn.Module, with its paradigm and preprocessing, beside a named encoder; cached by its weights."""
+    import torch
+
+    from jerc_eval.errors import UsageError
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    kw = dict(dataset="npz", dataset_options={"path": str(tiny_npz)}, corruptions=["contrast"], severities=[1, 5],
+              workers=1, cache_dir=str(tmp_path / "cache"), alignment=False, probe_options={"c_steps": 2})
+    res = jerc_eval.evaluate(modules={"mine": jerc_eval.ModuleEncoder(net, paradigm="JE", input_size=32)},
+                             encoders=["mae"], encoder_options={"mae": {"checkpoint": str(checkpoints["mae"])}},
+                             out=str(tmp_path / "a"), **kw)
+    assert list(res["encoders"]) == ["mae", "mine"] and res["encoders"]["mine"]["paradigm"] == "JE"
+    assert res["encoders"]["mine"]["floor"] is not None and res["comparison"] is not None  # RC mae vs JE mine
+    with torch.no_grad():
+        net[0].weight.mul_(-1)  # other weights: never the cached features of the first
+    again = jerc_eval.evaluate(modules={"mine": jerc_eval.ModuleEncoder(net, paradigm="JE", input_size=32)},
+                               out=str(tmp_path / "b"), **kw)
+    assert again["encoders"]["mine"]["fingerprint"] != res["encoders"]["mine"]["fingerprint"]
+    with pytest.raises(UsageError, match="ModuleEncoder"):
+        jerc_eval.evaluate(modules={"raw": net}, out=str(tmp_path / "c"), **kw)

@@ -153,8 +153,11 @@ def _list(host: Any, kind: str) -> None:
     kind = KIND_ALIASES.get(kind, kind)
     if kind == "corruptions":
         for entry in host.registry("suites"):
-            suite = entry.obj()
-            for fam, names in suite.families().items():
+            try:
+                suite = entry.obj()
+            except JercError:  # a suite that needs options (cifar10-c's root): the names it can hold
+                suite = entry.obj
+            for fam, names in entry.obj.families(suite).items():
                 print(f"{entry.name}  {fam:<8} {', '.join(names)}")
         return
     if kind not in host.registries:
@@ -182,6 +185,9 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.theory_command != "reproduce":
             raise UsageError("use `jerc-eval theory reproduce`")
         from .theory.reproduce import main as reproduce
+        from .checks import check_writable_dir
+
+        check_writable_dir(args.out, "--out", "figure")
 
         out = reproduce(args.out, seed=args.seed, fast=args.fast)
         print(f"wrote {args.out}/figure3.png and {args.out}/figure3.json" if isinstance(out, dict) else out)
@@ -203,6 +209,9 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                         for r in rows) else 1
     if args.command == "lab":
         from .zoo.lab import run_from_args
+        from .checks import check_writable_dir
+
+        check_writable_dir(args.out, "--out", "lab report")
 
         return run_from_args(args)
     if args.command == "gate":

@@ -41,6 +41,30 @@ def _work(task: tuple[str, int, int, int, int]) -> np.ndarray:
     return _corrupt(_WORKER["suite"], _WORKER["images"], corruption, severity, start, stop, run_seed)
 
 
+# How often a wait in the main thread wakes up to run pending signal handlers (see interruptible).
+POLL_S = 0.25
+
+
+def interruptible(get: Callable[[float], Any]) -> Any:
+    """``get(timeout)`` of a result (``AsyncResult.get``, ``Future.result``), polled: a SIGTERM or Ctrl-C that the
+    kernel delivers to another thread (a pool's helper thread, the warm-up thread) only sets a flag that the main
+    thread acts on when it next runs Python code; a wait without a timeout would never get there (the run would
+    hang instead of ending with one line)."""
+    import concurrent.futures
+
+    while True:
+        try:
+            return get(POLL_S)
+        except (mp.TimeoutError, concurrent.futures.TimeoutError):
+            continue
+
+
+def join(thread: threading.Thread) -> None:
+    """``thread.join()``, polled for the same reason as :func:`interruptible`."""
+    while thread.is_alive():
+        thread.join(POLL_S)
+
+
 def warm_up(suite: CorruptionSuite, corruptions: list[str]) -> threading.Thread | None:
     """Start ``suite.warm_up(corruptions)`` in a background thread (None when the suite has no warm-up or reads
     pre-rendered sets). Join it before :func:`corrupt_chunks` forks its workers: a fork while the thread holds a
@@ -75,7 +99,7 @@ def fork_beside(child: Callable[..., Any], child_args: tuple, here: Callable[[],
     with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
         future = pool.submit(child, *child_args)
         mine = here()
-        return future.result(), mine
+        return interruptible(future.result), mine
 
 
 def read_chunks(suite: CorruptionSuite, cells: list[tuple[str, int]], n: int,
@@ -138,7 +162,7 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
             for (c, s), a, b in chunks:
                 step = -(-(b - a) // workers)
                 handles = [pool.apply_async(_work, ((c, s, x, min(x + step, b), run_seed),)) for x in range(a, b, step)]
-                out = [h.get() for h in handles]
+                out = [interruptible(h.get) for h in handles]
                 yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
             return
         pending: deque = deque()
@@ -160,7 +184,7 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
             pass
         while pending:
             ((c, s), a, b), handles = pending.popleft()
-            out = [h.get() for h in handles]
+            out = [interruptible(h.get) for h in handles]
             in_flight -= len(handles)
             while in_flight < limit and submit():
                 pass

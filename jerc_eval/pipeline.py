@@ -366,7 +366,7 @@ def run(cfg: RunConfig, host: Host | None = None, echo: Callable[[str], None] = 
 
         keep = subset_indices(len(data.test.images), 256, plan.cfg.seed)
     if warming is not None:
-        warming.join()  # before the corruption workers fork
+        engine.join(warming)  # before the corruption workers fork (polled: a SIGTERM is acted on at once)
     rows += corrupted_rows(plan, evals, data, progress, keep, kept)  # 4
     timing["corrupted_s"] = time.perf_counter() - t0 - sum(timing.values())
 

@@ -143,6 +143,7 @@ MATRIX = [
                                 "5"], 2, "does not divide the ViT's width"),
     ("seed-negative", NPZ + ["{good}", "--seed", "-1"], 2, "--seed N with N >= 0"),
     ("config-folder", ["run", "--config", "{ckptdir}"], 2, "is a folder"),
+    ("theory-out-file", ["theory", "reproduce", "--fast", "--out", "{afile}"], 2, "is a file, not a folder"),
     # ---- 4: unknown names
     ("encoder-typo", ["run", "-e", "maee"], 4, "Did you mean: mae"),
     ("probe-typo", NPZ + ["{good}", "--probe", "knnn"], 4, "Did you mean: knn"),
@@ -157,6 +158,9 @@ MATRIX = [
     ("pickle-needs-code", ["run", "-e", "dino", "-o", "checkpoint", "{code}", "--dataset", "npz", "-d", "path",
                            "{good}"], 5, "needs code to load"),
     ("inspect-folder", ["inspect-checkpoint", "{ckptdir}"], 5, "is a folder"),
+    ("inspect-text-file", ["inspect-checkpoint", "{plugin_raises}"], 5, "not a torch file"),
+    ("checkpoint-not-a-pickle", ["run", "-e", "dino", "-o", "checkpoint", "{plugin_raises}", "--dataset", "npz",
+                                 "-d", "path", "{good}"], 5, "not a torch file"),
     # ---- 7: plugins
     ("plugin-hook-raises", ["--plugin", "{plugin_raises}", "run", "-e", "zoo-byol"], 7,
      "raised in register_probes (RuntimeError: boom)"),
@@ -293,6 +297,8 @@ def test_debug_prints_the_traceback_and_keeps_the_exit_code(capsys):
     assert main(["run", "-e", "maee", "--debug"]) == 4  # global flags after the subcommand too
     assert "Traceback" in capsys.readouterr().err
     assert main(["list", "encoders", "--strict-plugins"]) == 0
+    assert main(["list", "corruptions"]) == 0  # cifar10-c needs -S root to run, not to be listed
+    assert "cifar10-c" in capsys.readouterr().out
 
 
 def _env():
@@ -321,7 +327,7 @@ def test_sigterm_prints_one_line_like_sigint(tmp_path):
     assert proc.stdout.readline().startswith("jerc-eval:")  # loaded: the clean and corrupted stages follow
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGTERM)  # the whole group, workers included, as a CI runner's cancel does
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)  # ~1 s here; the waits in the main thread are polled
     assert proc.returncode == 143
     assert err.strip() == "error: terminated (SIGTERM); nothing was written", err
     assert not out.exists()

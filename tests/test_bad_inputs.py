@@ -331,3 +331,22 @@ def test_sigterm_prints_one_line_like_sigint(tmp_path):
     assert proc.returncode == 143
     assert err.strip() == "error: terminated (SIGTERM); nothing was written", err
     assert not out.exists()
+
+
+def test_imagefolder_test_class_without_train_images_is_warned_about_and_scored(tmp_path, capsys):
+    from PIL import Image
+
+    for split, classes in (("train", ("a", "b")), ("test", ("a", "b", "c"))):
+        for k, c in enumerate(classes):
+            (tmp_path / "imgs" / split / c).mkdir(parents=True)
+            for i in range(6 if split == "train" else 2):
+                Image.fromarray(np.full((32, 32, 3), 60 * k + 5 * i, np.uint8)).save(tmp_path / "imgs" / split / c /
+                                                                                    f"{i}.png")
+    out = tmp_path / "out"
+    code = main(["run", "-e", "zoo-byol", "--dataset", "imagefolder", "-d", "root", str(tmp_path / "imgs"), *FAST,
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning: imagefolder: test class(es) 'c' have no train images, so their 2 test image(s)" in err
+    doc = json.loads((out / "results.json").read_text())
+    assert next(r for r in doc["rows"] if r["corruption"] == "clean")["n"] == 6

@@ -69,6 +69,15 @@ def files(tmp_path_factory):
     bad_png = d / "imgs" / "train" / "b" / "1.png"
     bad_png.write_bytes(bad_png.read_bytes()[:60])
     f["imgs"], f["bad_png"] = d / "imgs", bad_png
+    for root, splits in (("good_imgs", ("train", "test")), ("inc/gaussian_noise/1", ("",))):
+        for split in splits:
+            for c in ("a", "b"):
+                (d / root / split / c).mkdir(parents=True)
+                for i in range(4 if split == "train" else 2):
+                    Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(d / root / split / c / f"{i}.png")
+    f["good_imgs"], f["inc"] = d / "good_imgs", d / "inc"
+    (d / "inc_empty").mkdir()
+    f["inc_empty"] = d / "inc_empty"
     (d / "notrain").mkdir()
     f["notrain"] = d / "notrain"
     (d / "c10c_empty").mkdir()
@@ -126,6 +135,11 @@ MATRIX = [
     ("suite-root-file", NPZ + ["{good}", "--suite", "cifar10-c", "-S", "root", "{afile}"], 6, "is a file, not a folder"),
     ("cifar10c-empty", NPZ + ["{good}", "--suite", "cifar10-c", "-S", "root", "{c10c_empty}"], 6,
      "no gaussian_noise.npy under"),
+    ("imagenet-c-empty", ["run", "-e", "zoo-byol", "--dataset", "imagefolder", "-d", "root", "{good_imgs}", "--suite",
+                          "imagenet-c-folder", "-S", "root", "{inc_empty}"], 6, "holds no corruption folders"),
+    ("imagenet-c-missing-cell", ["run", "-e", "zoo-byol", "--dataset", "imagefolder", "-d", "root", "{good_imgs}",
+                                 "--suite", "imagenet-c-folder", "-S", "root", "{inc}", "-c", "shot_noise"], 6,
+     "shot_noise/1 is missing"),
     # ---- 2: usage
     ("device-cuda7", NPZ + ["{good}", "--device", "cuda:7"], 2, "cuda:7"),
     ("device-tpu", NPZ + ["{good}", "--device", "tpu"], 2, "is not a device"),

@@ -533,8 +533,12 @@ def alignment_evidence(plan: Plan, data: LoadedDataset, evals: dict[str, Evaluat
     if plan.cache.enabled:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(evidence))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(evidence))
+            tmp.replace(path)
+        except BaseException:  # a full disk leaves no temporary file (and the error says so, in the CLI)
+            tmp.unlink(missing_ok=True)
+            raise
     return evidence
 
 

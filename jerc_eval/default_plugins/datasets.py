@@ -81,14 +81,16 @@ def _cached_render(cache: Path, version: str, opts: dict) -> dict[str, np.ndarra
             pass  # damaged cache entry: render again
     tr, te = _render_splits(opts)
     arrays = {"x_train": tr.images, "y_train": tr.labels, "x_test": te.images, "y_test": te.labels}
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
         os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs time
+    except OSError:  # a read-only or full cache only costs time; no temporary file is left
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
     return arrays
 
 

@@ -110,7 +110,7 @@ def resolve(cfg: RunConfig, host: Host) -> Plan:
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     checks.check_writable_dir(cfg.out, "--out", "results")  # before any compute; creates nothing
     if not cfg.no_cache:
-        checks.check_writable_dir(root, "--cache-dir" if cfg.cache_dir else f"cache folder (JERC_EVAL_CACHE)",
+        checks.check_writable_dir(root, "--cache-dir" if cfg.cache_dir else "cache folder (JERC_EVAL_CACHE)",
                                   "feature cache (or pass --no-cache)")
     checks.check_device(cfg.device)
     plugin_of = {n: enc_reg.entry(n).plugin for n in cfg.encoders}

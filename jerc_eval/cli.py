@@ -271,10 +271,16 @@ def _quiet_signals() -> Iterator[None]:
         yield
         return
     main_pid = os.getpid()
+    from .engine import interrupted
+
+    interrupted.clear()
 
     def handler(signum: int, _frame: Any) -> None:
         if os.getpid() != main_pid:
             os._exit(128 + signum)
+        from .engine import interrupted
+
+        interrupted.set()  # process pools are abandoned, not terminated (a dead worker may hold their lock)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -41,6 +41,24 @@ def _work(task: tuple[str, int, int, int, int]) -> np.ndarray:
     return _corrupt(_WORKER["suite"], _WORKER["images"], corruption, severity, start, stop, run_seed)
 
 
+# Set by the CLI's SIGINT/SIGTERM handler. A worker that a signal to the process group ends may die holding the
+# pool's queue lock, and Pool.terminate() then waits for that lock forever: an interrupted pool is abandoned
+# instead (its workers killed, its exit-time terminate cancelled).
+interrupted = threading.Event()
+
+
+def _abandon(pool: Any, before: set[int]) -> None:
+    handler = getattr(pool, "_worker_handler", None)  # stop it from forking replacements for the killed workers
+    if handler is not None:
+        handler._state = "TERMINATE"
+    for child in mp.active_children():
+        if child.pid not in before:
+            child.kill()
+    finalizer = getattr(pool, "_terminate", None)  # the exit-time terminate that would wait for the lock
+    if finalizer is not None:
+        finalizer.cancel()
+
+
 # How often a wait in the main thread wakes up to run pending signal handlers (see interruptible).
 POLL_S = 0.25
 
@@ -157,7 +175,9 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
             yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(suite, images)) as pool:
+    before = {p.pid for p in mp.active_children()}
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(suite, images))
+    try:
         if not overlap:
             for (c, s), a, b in chunks:
                 step = -(-(b - a) // workers)
@@ -189,6 +209,12 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
             while in_flight < limit and submit():
                 pass
             yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
+
+    finally:
+        if interrupted.is_set():
+            _abandon(pool, before)
+        else:
+            pool.terminate()
 
 
 def corrupt_cells(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple[str, int]], run_seed: int,

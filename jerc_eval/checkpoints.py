@@ -50,6 +50,12 @@ def read_checkpoint(path: str | Path) -> Any:
         # torch words it "Unsupported global: GLOBAL x.Y was not an allowed global" or, for a blocked module,
         # "Trying to load unsupported GLOBAL x.Y whose module x is blocked"
         found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+        if not found and re.search(r"Unsupported operand \d+|invalid load key|could not find MARK|pickle data was "
+                                   r"truncated|EOF", text):
+            # not a pickle at all (a text file, an .npz, half a download): no code was asked for
+            raise CheckpointError(f"checkpoint {path.name!r} is truncated or not a torch file (its bytes are not a "
+                                  f"pickle); download or copy it again, or pass the right file with -o checkpoint "
+                                  f"PATH") from None
         first = f"it needs {found.group(1)}" if found else (text.splitlines()[-1][:160] if text else type(exc).__name__)
         hint = "Re-save it as a plain state_dict or safetensors"
         if found and found.group(1).startswith("numpy") and not zipfile.is_zipfile(path):

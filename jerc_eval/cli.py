@@ -234,6 +234,9 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.theory_command != "reproduce":
             raise UsageError("use `jerc-eval theory reproduce`")
         from .theory.reproduce import main as reproduce
+        from .checks import check_writable_dir
+
+        check_writable_dir(args.out, "--out", "figure")
 
         out = reproduce(args.out, seed=args.seed, fast=args.fast)
         print(f"wrote {args.out}/figure3.png and {args.out}/figure3.json" if isinstance(out, dict) else out)
@@ -257,6 +260,9 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _cache_command(args)
     if args.command == "lab":
         from .zoo.lab import run_from_args
+        from .checks import check_writable_dir
+
+        check_writable_dir(args.out, "--out", "lab report")
 
         return run_from_args(args)
     if args.command == "gate":
@@ -316,10 +322,16 @@ def _quiet_signals() -> Iterator[None]:
         yield
         return
     main_pid = os.getpid()
+    from .engine import interrupted
+
+    interrupted.clear()
 
     def handler(signum: int, _frame: Any) -> None:
         if os.getpid() != main_pid:
             os._exit(128 + signum)
+        from .engine import interrupted
+
+        interrupted.set()  # process pools are abandoned, not terminated (a dead worker may hold their lock)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -41,6 +41,48 @@ def _work(task: tuple[str, int, int, int, int]) -> np.ndarray:
     return _corrupt(_WORKER["suite"], _WORKER["images"], corruption, severity, start, stop, run_seed)
 
 
+# Set by the CLI's SIGINT/SIGTERM handler. A worker that a signal to the process group ends may die holding the
+# pool's queue lock, and Pool.terminate() then waits for that lock forever: an interrupted pool is abandoned
+# instead (its workers killed, its exit-time terminate cancelled).
+interrupted = threading.Event()
+
+
+def _abandon(pool: Any, before: set[int]) -> None:
+    handler = getattr(pool, "_worker_handler", None)  # stop it from forking replacements for the killed workers
+    if handler is not None:
+        handler._state = "TERMINATE"
+    for child in mp.active_children():
+        if child.pid not in before:
+            child.kill()
+    finalizer = getattr(pool, "_terminate", None)  # the exit-time terminate that would wait for the lock
+    if finalizer is not None:
+        finalizer.cancel()
+
+
+# How often a wait in the main thread wakes up to run pending signal handlers (see interruptible).
+POLL_S = 0.25
+
+
+def interruptible(get: Callable[[float], Any]) -> Any:
+    """``get(timeout)`` of a result (``AsyncResult.get``, ``Future.result``), polled: a SIGTERM or Ctrl-C that the
+    kernel delivers to another thread (a pool's helper thread, the warm-up thread) only sets a flag that the main
+    thread acts on when it next runs Python code; a wait without a timeout would never get there (the run would
+    hang instead of ending with one line)."""
+    import concurrent.futures
+
+    while True:
+        try:
+            return get(POLL_S)
+        except (mp.TimeoutError, concurrent.futures.TimeoutError):
+            continue
+
+
+def join(thread: threading.Thread) -> None:
+    """``thread.join()``, polled for the same reason as :func:`interruptible`."""
+    while thread.is_alive():
+        thread.join(POLL_S)
+
+
 def warm_up(suite: CorruptionSuite, corruptions: list[str]) -> threading.Thread | None:
     """Start ``suite.warm_up(corruptions)`` in a background thread (None when the suite has no warm-up or reads
     pre-rendered sets). Join it before :func:`corrupt_chunks` forks its workers: a fork while the thread holds a
@@ -75,7 +117,7 @@ def fork_beside(child: Callable[..., Any], child_args: tuple, here: Callable[[],
     with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
         future = pool.submit(child, *child_args)
         mine = here()
-        return future.result(), mine
+        return interruptible(future.result), mine
 
 
 def read_chunks(suite: CorruptionSuite, cells: list[tuple[str, int]], n: int,
@@ -133,12 +175,14 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
             yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(suite, images)) as pool:
+    before = {p.pid for p in mp.active_children()}
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(suite, images))
+    try:
         if not overlap:
             for (c, s), a, b in chunks:
                 step = -(-(b - a) // workers)
                 handles = [pool.apply_async(_work, ((c, s, x, min(x + step, b), run_seed),)) for x in range(a, b, step)]
-                out = [h.get() for h in handles]
+                out = [interruptible(h.get) for h in handles]
                 yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
             return
         pending: deque = deque()
@@ -160,11 +204,17 @@ def corrupt_chunks(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple
             pass
         while pending:
             ((c, s), a, b), handles = pending.popleft()
-            out = [h.get() for h in handles]
+            out = [interruptible(h.get) for h in handles]
             in_flight -= len(handles)
             while in_flight < limit and submit():
                 pass
             yield (c, s), a, b, out[0] if len(out) == 1 else np.concatenate(out)
+
+    finally:
+        if interrupted.is_set():
+            _abandon(pool, before)
+        else:
+            pool.terminate()
 
 
 def corrupt_cells(suite: CorruptionSuite, images: np.ndarray, cells: list[tuple[str, int]], run_seed: int,

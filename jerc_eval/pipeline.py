@@ -126,7 +126,7 @@ def resolve(cfg: RunConfig, host: Host, modules: dict[str, Any] | None = None) -
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     checks.check_writable_dir(cfg.out, "--out", "results")  # before any compute; creates nothing
     if not cfg.no_cache:
-        checks.check_writable_dir(root, "--cache-dir" if cfg.cache_dir else f"cache folder (JERC_EVAL_CACHE)",
+        checks.check_writable_dir(root, "--cache-dir" if cfg.cache_dir else "cache folder (JERC_EVAL_CACHE)",
                                   "feature cache (or pass --no-cache)")
     checks.check_device(cfg.device)
     cache = Cache(root, enabled=not cfg.no_cache)
@@ -428,7 +428,7 @@ def _run(plan: Plan, host: Host, t0: float, timing: dict[str, float], echo: Call
 
         keep = subset_indices(len(data.test.images), 256, plan.cfg.seed)
     if warming is not None:
-        warming.join()  # before the corruption workers fork
+        engine.join(warming)  # before the corruption workers fork (polled: a SIGTERM is acted on at once)
     rows += corrupted_rows(plan, evals, data, progress, keep, kept)  # 4
     timing["corrupted_s"] = time.perf_counter() - t0 - sum(timing.values())
 

@@ -69,6 +69,15 @@ def files(tmp_path_factory):
     bad_png = d / "imgs" / "train" / "b" / "1.png"
     bad_png.write_bytes(bad_png.read_bytes()[:60])
     f["imgs"], f["bad_png"] = d / "imgs", bad_png
+    for root, splits in (("good_imgs", ("train", "test")), ("inc/gaussian_noise/1", ("",))):
+        for split in splits:
+            for c in ("a", "b"):
+                (d / root / split / c).mkdir(parents=True)
+                for i in range(4 if split == "train" else 2):
+                    Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(d / root / split / c / f"{i}.png")
+    f["good_imgs"], f["inc"] = d / "good_imgs", d / "inc"
+    (d / "inc_empty").mkdir()
+    f["inc_empty"] = d / "inc_empty"
     (d / "notrain").mkdir()
     f["notrain"] = d / "notrain"
     (d / "c10c_empty").mkdir()
@@ -126,6 +135,11 @@ MATRIX = [
     ("suite-root-file", NPZ + ["{good}", "--suite", "cifar10-c", "-S", "root", "{afile}"], 6, "is a file, not a folder"),
     ("cifar10c-empty", NPZ + ["{good}", "--suite", "cifar10-c", "-S", "root", "{c10c_empty}"], 6,
      "no gaussian_noise.npy under"),
+    ("imagenet-c-empty", ["run", "-e", "zoo-byol", "--dataset", "imagefolder", "-d", "root", "{good_imgs}", "--suite",
+                          "imagenet-c-folder", "-S", "root", "{inc_empty}"], 6, "holds no corruption folders"),
+    ("imagenet-c-missing-cell", ["run", "-e", "zoo-byol", "--dataset", "imagefolder", "-d", "root", "{good_imgs}",
+                                 "--suite", "imagenet-c-folder", "-S", "root", "{inc}", "-c", "shot_noise"], 6,
+     "shot_noise/1 is missing"),
     # ---- 2: usage
     ("device-cuda7", NPZ + ["{good}", "--device", "cuda:7"], 2, "cuda:7"),
     ("device-tpu", NPZ + ["{good}", "--device", "tpu"], 2, "is not a device"),
@@ -143,6 +157,7 @@ MATRIX = [
                                 "5"], 2, "does not divide the ViT's width"),
     ("seed-negative", NPZ + ["{good}", "--seed", "-1"], 2, "--seed N with N >= 0"),
     ("config-folder", ["run", "--config", "{ckptdir}"], 2, "is a folder"),
+    ("theory-out-file", ["theory", "reproduce", "--fast", "--out", "{afile}"], 2, "is a file, not a folder"),
     # ---- 4: unknown names
     ("encoder-typo", ["run", "-e", "maee"], 4, "Did you mean: mae"),
     ("probe-typo", NPZ + ["{good}", "--probe", "knnn"], 4, "Did you mean: knn"),
@@ -157,6 +172,9 @@ MATRIX = [
     ("pickle-needs-code", ["run", "-e", "dino", "-o", "checkpoint", "{code}", "--dataset", "npz", "-d", "path",
                            "{good}"], 5, "needs code to load"),
     ("inspect-folder", ["inspect-checkpoint", "{ckptdir}"], 5, "is a folder"),
+    ("inspect-text-file", ["inspect-checkpoint", "{plugin_raises}"], 5, "not a torch file"),
+    ("checkpoint-not-a-pickle", ["run", "-e", "dino", "-o", "checkpoint", "{plugin_raises}", "--dataset", "npz",
+                                 "-d", "path", "{good}"], 5, "not a torch file"),
     # ---- 7: plugins
     ("plugin-hook-raises", ["--plugin", "{plugin_raises}", "run", "-e", "zoo-byol"], 7,
      "raised in register_probes (RuntimeError: boom)"),
@@ -293,6 +311,8 @@ def test_debug_prints_the_traceback_and_keeps_the_exit_code(capsys):
     assert main(["run", "-e", "maee", "--debug"]) == 4  # global flags after the subcommand too
     assert "Traceback" in capsys.readouterr().err
     assert main(["list", "encoders", "--strict-plugins"]) == 0
+    assert main(["list", "corruptions"]) == 0  # cifar10-c needs -S root to run, not to be listed
+    assert "cifar10-c" in capsys.readouterr().out
 
 
 def _env():
@@ -321,7 +341,26 @@ def test_sigterm_prints_one_line_like_sigint(tmp_path):
     assert proc.stdout.readline().startswith("jerc-eval:")  # loaded: the clean and corrupted stages follow
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGTERM)  # the whole group, workers included, as a CI runner's cancel does
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)  # ~1 s here; the waits in the main thread are polled
     assert proc.returncode == 143
     assert err.strip() == "error: terminated (SIGTERM); nothing was written", err
     assert not out.exists()
+
+
+def test_imagefolder_test_class_without_train_images_is_warned_about_and_scored(tmp_path, capsys):
+    from PIL import Image
+
+    for split, classes in (("train", ("a", "b")), ("test", ("a", "b", "c"))):
+        for k, c in enumerate(classes):
+            (tmp_path / "imgs" / split / c).mkdir(parents=True)
+            for i in range(6 if split == "train" else 2):
+                Image.fromarray(np.full((32, 32, 3), 60 * k + 5 * i, np.uint8)).save(tmp_path / "imgs" / split / c /
+                                                                                    f"{i}.png")
+    out = tmp_path / "out"
+    code = main(["run", "-e", "zoo-byol", "--dataset", "imagefolder", "-d", "root", str(tmp_path / "imgs"), *FAST,
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning: imagefolder: test class(es) 'c' have no train images, so their 2 test image(s)" in err
+    doc = json.loads((out / "results.json").read_text())
+    assert next(r for r in doc["rows"] if r["corruption"] == "clean")["n"] == 6

@@ -310,8 +310,7 @@ def _split_compare(argv: list[str]) -> tuple[list[str], list[str]] | None:
     return head, [a for a in rest if a not in GLOBAL_FLAGS]
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, ended like Ctrl-C: one line, no traceback (also none from worker processes)."""
+from .engine import Terminated  # noqa: E402 - SIGTERM, ended like Ctrl-C
 
 
 @contextmanager
@@ -329,9 +328,9 @@ def _quiet_signals() -> Iterator[None]:
     def handler(signum: int, _frame: Any) -> None:
         if os.getpid() != main_pid:
             os._exit(128 + signum)
-        from .engine import interrupted
+        from .engine import note_signal
 
-        interrupted.set()  # process pools are abandoned, not terminated (a dead worker may hold their lock)
+        note_signal(signum)  # pools are abandoned, not terminated (a dead worker may hold their lock)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -376,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _quiet_signals():
             code = dispatch(args, parser)
+            from .engine import raise_if_interrupted
+
+            raise_if_interrupted()  # a signal whose raise was swallowed (see engine.note_signal)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
             return code
     except BrokenPipeError:

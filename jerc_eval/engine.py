@@ -45,6 +45,26 @@ def _work(task: tuple[str, int, int, int, int]) -> np.ndarray:
 # pool's queue lock, and Pool.terminate() then waits for that lock forever: an interrupted pool is abandoned
 # instead (its workers killed, its exit-time terminate cancelled).
 interrupted = threading.Event()
+_signal_seen = [0]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, ended like Ctrl-C: one line, no traceback (also none from worker processes)."""
+
+
+def note_signal(signum: int) -> None:
+    """Called by the CLI's handler before it raises. The raise itself can be swallowed -- when the handler runs
+    inside an ``os.register_at_fork`` hook (logging's, during a pool's fork) Python only prints it as unraisable
+    -- so the polled waits below re-raise from this record."""
+    _signal_seen[0] = signum
+    interrupted.set()
+
+
+def raise_if_interrupted() -> None:
+    if interrupted.is_set():
+        import signal
+
+        raise Terminated() if _signal_seen[0] == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _abandon(pool: Any, before: set[int]) -> None:
@@ -71,6 +91,7 @@ def interruptible(get: Callable[[float], Any]) -> Any:
     import concurrent.futures
 
     while True:
+        raise_if_interrupted()
         try:
             return get(POLL_S)
         except (mp.TimeoutError, concurrent.futures.TimeoutError):
@@ -80,6 +101,7 @@ def interruptible(get: Callable[[float], Any]) -> Any:
 def join(thread: threading.Thread) -> None:
     """``thread.join()``, polled for the same reason as :func:`interruptible`."""
     while thread.is_alive():
+        raise_if_interrupted()
         thread.join(POLL_S)
 
 

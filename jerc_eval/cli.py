@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--policy", metavar="TOML", help="thresholds (gate.toml)")
     gp.add_argument("--junit", metavar="FILE", help="write JUnit XML for CI job pages")
     gp.add_argument("--summary", metavar="FILE", help="write a Markdown summary")
+    gp.add_argument("--json", action="store_true", help="print the verdict and every check as JSON (docs/gate.md)")
     gp.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
                     help="a policy key that wins over the file, e.g. --set min_clean_accuracy 0.8")
     cp = sub.add_parser("corruptions", help="corruption tools")
@@ -269,7 +270,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from .gate import gate_main
 
         overrides = {k: _number_or_text(v) for k, v in args.set}
-        return gate_main(args.results, args.baseline, args.policy, args.junit, args.summary, overrides or None)
+        return gate_main(args.results, args.baseline, args.policy, args.junit, args.summary, overrides or None,
+                         as_json=args.json)
     host = create_host(plugin_files=args.plugin, strict=args.strict_plugins)
     if args.command == "plugins":
         print(json.dumps(host.plugin_info(), indent=2))

@@ -789,7 +789,7 @@ def to_markdown(report: GateReport) -> str:
 def gate_main(results_path: str | os.PathLike, baseline_path: str | os.PathLike | None = None,
               policy_path: str | os.PathLike | None = None, junit_path: str | os.PathLike | None = None,
               summary_path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
-              out: TextIO | None = None) -> int:
+              out: TextIO | None = None, as_json: bool = False) -> int:
     """``jerc-eval gate``: 0 when every check passes, 1 when the gate fails.
 
     Usage problems (missing/invalid files, bad policy keys, a policy that cannot apply) raise
@@ -816,5 +816,35 @@ def gate_main(results_path: str | os.PathLike, baseline_path: str | os.PathLike 
         files[Path(summary_path)] = to_markdown(report)
     if files:
         write_files_atomically(files)
-    print(to_text(report), file=out)
+    print(json.dumps(to_json(report), indent=2) if as_json else to_text(report), file=out)
+    _github(report, out)
     return report.exit_code
+
+
+GATE_SCHEMA = "jerc-eval/gate"
+GATE_SCHEMA_VERSION = 1
+
+
+def to_json(report: GateReport) -> dict[str, Any]:
+    """The machine-readable verdict (``gate --json``, docs/gate.md): schema, verdict, exit code, the results and
+    baseline files, the policy, warnings and every check with its numbers."""
+    return {"schema": GATE_SCHEMA, "schema_version": GATE_SCHEMA_VERSION,
+            "verdict": "pass" if report.passed else "fail", "exit_code": report.exit_code,
+            "n_checks": len(report.checks), "n_failed": len(report.failures), **report.to_dict()}
+
+
+def _github(report: GateReport, out: TextIO) -> None:
+    """On GitHub Actions: the Markdown summary appended to ``$GITHUB_STEP_SUMMARY`` and one ``::error``
+    annotation per failing check (``GITHUB_ACTIONS=true``); nothing elsewhere."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(to_markdown(report) + "\n")
+        except OSError as exc:
+            print(f"warning: could not append to GITHUB_STEP_SUMMARY {summary!r} ({exc.strerror or exc})",
+                  file=sys.stderr)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for c in report.failures:
+            text = c.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            print(f"::error title=jerc-eval gate: {c.encoder} {c.name}::{text}", file=out)

@@ -2,7 +2,9 @@
 
 Registered through the ``pytest11`` entry point ``jerc_eval = jerc_eval.pytest_plugin`` (or list it in
 ``pytest_plugins``). Run ``pytest --jerc-results results/results.json`` (or set ``jerc_results = PATH`` in the
-pytest ini section); tests that use the ``jerc_results`` fixture are skipped when no results are given::
+pytest ini section). A test that uses the ``jerc_results`` fixture *fails* when no results are given -- a release
+gate must not pass by checking nothing; ``--jerc-results-optional`` (or ``jerc_results_optional = true``) skips
+such tests instead, for local runs::
 
     def test_dino_is_release_ready(jerc_results):
         assert jerc_results.accuracy("dino") >= 0.70
@@ -22,13 +24,19 @@ OPTION = "--jerc-results"
 INI = "jerc_results"
 SKIP_REASON = ("no jerc-eval results given: pass --jerc-results PATH (the results.json written by "
                "`jerc-eval run`) or set jerc_results in the pytest ini section")
+MISSING = (SKIP_REASON + "; a release test without results fails (pass --jerc-results-optional to skip it "
+           "instead)")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("jerc-eval", "jerc-eval release tests")
     group.addoption(OPTION, action="store", dest="jerc_results", default=None, metavar="PATH",
                     help="results.json written by `jerc-eval run`, for the jerc_results fixture")
+    group.addoption("--jerc-results-optional", action="store_true", dest="jerc_results_optional", default=False,
+                    help="skip (instead of fail) tests that need jerc-eval results when none are given")
     parser.addini(INI, "default results.json for the jerc_results fixture (--jerc-results wins)", default="")
+    parser.addini("jerc_results_optional", "skip (instead of fail) release tests without results", type="bool",
+                  default=False)
 
 
 def _results_path(config: pytest.Config) -> Path | None:
@@ -56,14 +64,17 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 @pytest.fixture(scope="session")
 def jerc_results(request: pytest.FixtureRequest):
-    """The results document given by ``--jerc-results`` as a :class:`jerc_eval.gate.ResultsView`; skips the test
-    when none was given, fails it (one line) when the file is not a jerc-eval results document."""
+    """The results document given by ``--jerc-results`` as a :class:`jerc_eval.gate.ResultsView`; fails the test
+    (one line) when none was given (skips it with ``--jerc-results-optional``) or when the file is not a
+    jerc-eval results document."""
     from .errors import UsageError
     from .gate import ResultsView
 
     path = _results_path(request.config)
     if path is None:
-        pytest.skip(SKIP_REASON)
+        if request.config.getoption("jerc_results_optional") or request.config.getini("jerc_results_optional"):
+            pytest.skip(SKIP_REASON)
+        pytest.fail(MISSING, pytrace=False)
     try:
         return ResultsView.load(path)
     except UsageError as exc:

@@ -295,10 +295,36 @@ def test_plugin_reads_results(plugin_pytester):
     plugin_pytester.runpytest("-p", "jerc_eval.pytest_plugin", "--jerc-results", failing).assert_outcomes(failed=1)
 
 
-def test_plugin_skips_without_results(plugin_pytester):
-    result = plugin_pytester.runpytest("-p", "jerc_eval.pytest_plugin", "-rs")
-    result.assert_outcomes(skipped=1)
+def test_plugin_fails_without_results_unless_optional(plugin_pytester):
+    """A release gate that passes by checking nothing is the bug: without results the release tests fail."""
+    result = plugin_pytester.runpytest("-p", "jerc_eval.pytest_plugin")
+    result.assert_outcomes(errors=1)
+    assert result.ret != 0
     result.stdout.fnmatch_lines(["*no jerc-eval results given: pass --jerc-results PATH*"])
+    result = plugin_pytester.runpytest("-p", "jerc_eval.pytest_plugin", "-rs", "--jerc-results-optional")
+    result.assert_outcomes(skipped=1)
+    plugin_pytester.makeini("[pytest]\njerc_results_optional = true\n")
+    plugin_pytester.runpytest("-p", "jerc_eval.pytest_plugin").assert_outcomes(skipped=1)
+
+
+def test_gate_json_step_summary_and_annotations(tmp_path, capsys, monkeypatch):
+    res = write(tmp_path / "results.json", make_results())
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert gate_main(res, overrides={"max_family_drop.noise": 5.0}, as_json=True) == 1
+    out = capsys.readouterr().out
+    doc = json.loads(out[:out.index("\n::error")])
+    assert doc["schema"] == "jerc-eval/gate" and doc["verdict"] == "fail" and doc["exit_code"] == 1
+    failed = [c for c in doc["checks"] if c["status"] == "fail"]
+    assert failed and doc["n_failed"] == len(failed) and {"measured", "threshold", "unit"} <= set(failed[0])
+    assert out.count("::error title=jerc-eval gate: ") == len(failed)
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and len(text) > 20  # appended, not replaced
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    assert gate_main(res, overrides={"max_drop": 50}, as_json=True) == 0
+    assert "::error" not in capsys.readouterr().out
 
 
 def test_plugin_rejects_a_missing_file(plugin_pytester):

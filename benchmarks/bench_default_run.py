@@ -87,8 +87,8 @@ def main() -> None:
         "machine": platform.platform(), "cpus": os.cpu_count(),
         "cells": n_cells, "images_per_encoder": n_images,
         "cold_s": round(cold, 1), "warm_s": round(warm, 1),
-        "cold_run_timing": {k: round(v, 1) for k, v in cold_timing.items()},
-        "warm_run_timing": {k: round(v, 2) for k, v in doc["timing"].items()},
+        "cold_run_timing": {k: round(v, 1) if isinstance(v, float) else v for k, v in cold_timing.items()},
+        "warm_run_timing": {k: round(v, 2) if isinstance(v, float) else v for k, v in doc["timing"].items()},
     }
     print(f"{'what':<34}{'seconds':>10}")
     print(f"{'cold run (empty cache)':<34}{cold:>10.1f}")

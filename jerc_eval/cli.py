@@ -81,6 +81,9 @@ def _add_run(sub: Any) -> None:
                    help="skip the random-init floor of each encoder")
     p.add_argument("--no-alignment", dest="alignment", action="store_false", default=None,
                    help="skip the spectra/alignment estimate behind the theory side of the recommendation")
+    p.add_argument("--quick", action="store_true", default=None,
+                   help="a quick look: 5 corruptions at severities 1, 3, 5 and (PhotoDigits) 2,000 train / 500 "
+                        "test images; every output says it is a subset")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -115,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     cc = cp_sub.add_parser("compare", help="fidelity of the fast backend against the reference (table + JSON); "
                                            "--params cifar10 checks the CIFAR-10-C table at 32 px", add_help=False)
     cc.add_argument("rest", nargs=argparse.REMAINDER)
+    bp = sub.add_parser("compare", help="one leaderboard across results.json files (clean, mean corrupted, mCE, "
+                        "Drop per family)")
+    bp.add_argument("results", nargs="+", metavar="RESULTS", help="results.json files of comparable runs")
+    bp.add_argument("--html", metavar="FILE", help="write a self-contained HTML board")
+    bp.add_argument("--csv", metavar="FILE", help="write the board as CSV")
     ca = sub.add_parser("cache", help="the feature/probe/dataset cache: info, verify, clear",
                         description="info: entries and bytes per kind; verify: read and check every entry, remove "
                                     "what fails (and stray temp files); clear: remove everything (or one --kind)")
@@ -147,7 +155,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         flags["encoders"] = [e.strip() for item in args.encoder for e in item.split(",") if e.strip()]
     simple = {"dataset": args.dataset, "suite": args.suite, "backend": args.backend, "probe": args.probe, "probe_fit_on": args.probe_fit_on, "seed": args.seed, "out": args.out,
               "workers": args.workers, "batch_size": args.batch_size, "device": args.device,
-              "cache_dir": args.cache_dir, "no_cache": args.no_cache, "floors": args.floors, "alignment": args.alignment, "extra": args.extra,
+              "cache_dir": args.cache_dir, "no_cache": args.no_cache, "floors": args.floors, "alignment": args.alignment, "extra": args.extra, "quick": args.quick,
               "corruptions": args.corruptions, "severities": args.severities, "reporters": args.reporter}
     flags.update({k: v for k, v in simple.items() if v is not None})
     cfg = from_mapping(flags, base=cfg, source="flags")
@@ -259,6 +267,10 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                         for r in rows) else 1
     if args.command == "cache":
         return _cache_command(args)
+    if args.command == "compare":
+        from .board import compare_main
+
+        return compare_main(args.results, args.html, args.csv)
     if args.command == "lab":
         from .zoo.lab import run_from_args
         from .checks import check_writable_dir

@@ -49,6 +49,28 @@ class RunConfig:
     alignment: bool = True
     # also probe a random-initialised copy of each encoder (clean only) to show what pretraining adds
     floors: bool = True
+    # a quick look: a subset (QUICK below) of the default comparison; every output says it is a subset
+    quick: bool = False
+
+
+# --quick: one corruption per family and contrast, severities 1, 3, 5, and for the embedded PhotoDigits 2,000
+# train / 500 test images. Only keys left at their defaults change; the results carry config.quick = true.
+QUICK = {"corruptions": ["gaussian_noise", "defocus_blur", "snow", "contrast", "jpeg_compression"],
+         "severities": [1, 3, 5], "photodigits": {"train_size": 2000, "test_size": 500}}
+
+
+def apply_quick(cfg: "RunConfig") -> "RunConfig":
+    """``cfg`` with the quick preset filled in where the user left the defaults."""
+    if not cfg.quick:
+        return cfg
+    if not cfg.corruptions:
+        cfg.corruptions = list(QUICK["corruptions"])
+    if cfg.severities == [1, 2, 3, 4, 5]:
+        cfg.severities = list(QUICK["severities"])
+    if cfg.dataset == "photodigits":
+        for k, v in QUICK["photodigits"].items():
+            cfg.dataset_options.setdefault(k, v)
+    return cfg
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}

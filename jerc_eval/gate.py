@@ -82,7 +82,7 @@ def _check_row(r: dict, source: str) -> None:
         raise UsageError(f"{where} has ci95 {ci!r}, not two numbers; {fix}")
 
 
-_SUMMARY_TEXT = ("family",)  # the only text leaves of a summary
+_SUMMARY_TEXT = ("family", "vs_floor")  # the only text leaves of a summary
 
 
 def _check_summary(summary: Any, source: str) -> None:

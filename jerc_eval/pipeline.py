@@ -82,7 +82,9 @@ def resolve_corruptions(suite: CorruptionSuite, wanted: list[str], extra: bool) 
 def resolve(cfg: RunConfig, host: Host, modules: dict[str, Any] | None = None) -> Plan:
     if not cfg.encoders:
         raise UsageError("no encoder given; pass --encoder NAME (see `jerc-eval list encoders`)")
-    from .config import encoder_aliases
+    from .config import apply_quick, encoder_aliases
+
+    cfg = apply_quick(cfg)
 
     enc_reg = host.registry("encoders")
     aliases = encoder_aliases(cfg.encoders)  # alias -> registered name ("new=mae"; plain "mae" is its own alias)
@@ -376,6 +378,9 @@ def _run(plan: Plan, host: Host, t0: float, timing: dict[str, float], echo: Call
     from tqdm.auto import tqdm
 
     plan.torch_threads = torch.get_num_threads()  # what the run uses (environment.torch_threads)
+    if plan.cfg.quick:
+        echo("jerc-eval: --quick: a subset of the default comparison (see config.quick in results); rerun without "
+             "--quick for the full numbers")
     echo(f"jerc-eval: loading dataset {plan.cfg.dataset} (a first run may render or decode it) and "
          f"{len(plan.encoders)} encoder(s) ...")
     data = load_dataset(plan)  # 2

@@ -150,3 +150,31 @@ def write_outputs(results: dict[str, Any], reporters: list[Reporter], out: Path)
     files = {out / r.filename: r.render(results) for r in reporters}
     write_files_atomically(files)
     return list(files)
+
+
+def to_frame(results: Any) -> Any:
+    """The tidy rows of a results document (a path to results.json, or the document) as a pandas DataFrame:
+    one row per (encoder, corruption, severity) with the encoder's alias, adapter and paradigm, the corruption's
+    family, n, correct, accuracy and its 95 % interval (``ci95_low``, ``ci95_high``). Needs pandas
+    (``pip install pandas``)."""
+    import json
+
+    try:
+        import pandas as pd
+    except ImportError:
+        raise UsageError("to_frame needs pandas; pip install pandas (or jerc-eval[pandas])") from None
+    doc = results if isinstance(results, dict) else json.loads(Path(results).read_text(encoding="utf-8"))
+    if doc.get("schema") != SCHEMA:
+        raise UsageError(f"{results if not isinstance(results, dict) else 'the document'} is not a jerc-eval "
+                         f"results document (schema {doc.get('schema')!r})")
+    encoders = doc.get("encoders") or {}
+    records = []
+    for r in doc["rows"]:
+        e = encoders.get(r["encoder"], {})
+        lo, hi = r.get("ci95") or (None, None)
+        records.append({"encoder": r["encoder"], "adapter": e.get("adapter"), "paradigm": e.get("paradigm"),
+                        "corruption": r["corruption"], "family": r["family"], "severity": r["severity"],
+                        "n": r["n"], "correct": r["correct"], "accuracy": r["accuracy"], "ci95_low": lo,
+                        "ci95_high": hi, "dataset": r.get("dataset"), "probe": r.get("probe"),
+                        "suite": r.get("suite"), "backend": r.get("backend")})
+    return pd.DataFrame.from_records(records)

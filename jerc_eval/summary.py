@@ -180,4 +180,6 @@ def console_table(results: dict[str, Any]) -> str:
     rec = results.get("recommendation")
     if rec:
         lines += ["", f"Recommendation: {rec.get('headline', '')}"]
+    if (results.get("config") or {}).get("quick"):
+        lines += ["(quick subset: --quick ran fewer corruptions, severities and images than the full run)"]
     return "\n".join(lines)

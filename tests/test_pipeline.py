@@ -229,3 +229,37 @@ def test_evaluate_accepts_a_ready_module(checkpoints, tiny_npz, tmp_path):
     assert again["encoders"]["mine"]["fingerprint"] != res["encoders"]["mine"]["fingerprint"]
     with pytest.raises(UsageError, match="ModuleEncoder"):
         jerc_eval.evaluate(modules={"raw": net}, out=str(tmp_path / "c"), **kw)
+
+
+def test_to_frame_gives_the_tidy_rows(checkpoints, tiny_npz, tmp_path):
+    pd = pytest.importorskip("pandas")
+    from jerc_eval.results import to_frame
+
+    res = jerc_eval.evaluate(encoders=["rc=mae"], encoder_options={"rc": {"checkpoint": str(checkpoints["mae"])}},
+                             dataset="npz", dataset_options={"path": str(tiny_npz)}, corruptions=["contrast"],
+                             severities=[1, 5], out=str(tmp_path / "o"), workers=1, no_cache=True,
+                             alignment=False, floors=False, probe_options={"c_steps": 2})
+    df = to_frame(tmp_path / "o" / "results.json")
+    assert isinstance(df, pd.DataFrame) and len(df) == len(res["rows"]) == 3
+    assert set(df.columns) >= {"encoder", "paradigm", "corruption", "family", "severity", "accuracy", "ci95_low",
+                               "ci95_high"}
+    assert (df["encoder"] == "rc").all() and (df["paradigm"] == "RC").all() and (df["adapter"] == "mae").all()
+    assert df.loc[df.severity == 5, "family"].item() == "digital"
+    assert ((df.ci95_low <= df.accuracy) & (df.accuracy <= df.ci95_high)).all()
+
+
+def test_quick_preset_runs_a_subset_and_says_so(checkpoints, tiny_npz, tmp_path):
+    from jerc_eval.config import QUICK, RunConfig, apply_quick
+
+    said: list[str] = []
+    res = jerc_eval.evaluate(echo=said.append, quick=True, encoders=["mae"],
+                             encoder_options={"mae": {"checkpoint": str(checkpoints["mae"])}}, dataset="npz",
+                             dataset_options={"path": str(tiny_npz)}, out=str(tmp_path / "o"), workers=1,
+                             no_cache=True, alignment=False, floors=False, probe_options={"c_steps": 2})
+    assert list(res["suite"]["corruptions"]) == QUICK["corruptions"] and res["suite"]["severities"] == [1, 3, 5]
+    assert res["config"]["quick"] is True and any("--quick: a subset" in s for s in said)
+    assert "Quick subset" in (tmp_path / "o" / "report.md").read_text()
+    assert "id='quick'" in (tmp_path / "o" / "report.html").read_text()
+    assert any("quick subset" in s for s in said)  # the console table too
+    cfg = apply_quick(RunConfig(quick=True, corruptions=["fog"], severities=[2]))  # what the user set stays
+    assert cfg.corruptions == ["fog"] and cfg.severities == [2] and cfg.dataset_options == QUICK["photodigits"]

@@ -218,6 +218,9 @@ def render_html(results: dict[str, Any]) -> str:
         f"{html.escape(str(su['backend_version']))}) · seed {results['config']['seed']} · jerc-eval "
         f"{results['jerc_eval_version']} · {results['created']}</p>",
     ]
+    if results["config"].get("quick"):
+        parts.append("<p class='headline' id='quick'>Quick subset (--quick): fewer corruptions, severities and "
+                     "images than the full run; rerun without --quick for the numbers to report.</p>")
     if rec:
         parts.append(f"<p class='headline' id='recommendation'>{html.escape(rec.get('headline', ''))}</p>")
     parts += ["<h2>Summary</h2>", _summary_table(results),

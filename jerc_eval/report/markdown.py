@@ -14,10 +14,15 @@ def _acc(acc: float | None, ci: list[float] | None) -> str:
     return f"{pct(acc)} ±{100 * (ci[1] - ci[0]) / 2:.1f}"
 
 
+QUICK_NOTE = ("> **Quick subset (`--quick`)**: fewer corruptions, severities and images than the full run; "
+              "rerun without `--quick` for the numbers to report.")
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     d, s, cfg = results["dataset"], results["suite"], results["config"]
+    quick = [QUICK_NOTE, ""] if cfg.get("quick") else []
     return [
-        "# jerc-eval robustness report", "",
+        "# jerc-eval robustness report", "", *quick,
         f"- dataset: **{d['name']}** ({d['n_train']} train / {d['n_test']} test images, {d['num_classes']} classes, "
         f"{d['image_size'][0]}x{d['image_size'][1]} px, fingerprint `{d['fingerprint'][:12]}`)",
         f"- corruptions: **{s['name']}** ({len(s['corruptions'])} corruptions x severities {s['severities']}, "

@@ -655,6 +655,9 @@ def combine(results: Mapping[str, Any], evidence: Mapping[str, Any]) -> dict:
         headline = f"alignment-aware: no overall winner: {detail}"
     if advised:
         headline += f"; augmentation misaligned with {len(advised)} corruption(s) (see advice)"
+    from .summary import single_encoder_caveat
+
+    headline += single_encoder_caveat(comp)
     basis = evidence.get("basis") or {}
     if basis.get("signal_significant") is False:
         headline += ("; caution: no pixel direction separated the classes significantly, the theory side rests on "

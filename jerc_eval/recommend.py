@@ -31,6 +31,9 @@ def empirical_recommendation(results: dict[str, Any]) -> dict[str, Any]:
     name = {"JE": "joint embedding (JE)", "RC": "reconstruction (RC)"}.get(winner)
     headline = (f"prefer {name} for robustness to this suite: {detail}" if name
                 else f"no clear winner between JE and RC: {detail}")
+    from .summary import single_encoder_caveat
+
+    headline += single_encoder_caveat(comp)
     return {"paradigm": winner if name else None, "basis": "empirical", "headline": headline,
             "je_better_on": clear["JE"], "rc_better_on": clear["RC"],
             "assumptions": ["Drop = 100*(S1-S5)/S1 of a linear probe fit on clean features",

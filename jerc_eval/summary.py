@@ -118,6 +118,18 @@ def num(x: float | None, digits: int = 1) -> str:
     return "  -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def single_encoder_caveat(comparison: dict[str, Any] | None) -> str:
+    """What a JE-vs-RC verdict cannot say when a paradigm has one encoder: it compares files, not paradigms."""
+    if not comparison:
+        return ""
+    thin = [p for p, key in (("JE", "je_encoders"), ("RC", "rc_encoders")) if len(comparison.get(key) or []) == 1]
+    if not thin:
+        return ""
+    has = "has one encoder" if len(thin) == 1 else "have one encoder each"
+    return (f"; caution: {' and '.join(thin)} {has}, so this compares these checkpoints, not the paradigms "
+            f"(add encoders of other methods per paradigm)")
+
+
 def vs_floor(summary: dict[str, Any], floor: dict[str, Any] | None) -> str | None:
     """How the clean accuracy compares with the random-init floor's: ``"above"`` (intervals apart), ``"below"``
     (the whole interval under the floor's accuracy: the pretrained weights do worse than random ones),

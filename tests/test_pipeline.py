@@ -263,3 +263,17 @@ def test_quick_preset_runs_a_subset_and_says_so(checkpoints, tiny_npz, tmp_path)
     assert any("quick subset" in s for s in said)  # the console table too
     cfg = apply_quick(RunConfig(quick=True, corruptions=["fog"], severities=[2]))  # what the user set stays
     assert cfg.corruptions == ["fog"] and cfg.severities == [2] and cfg.dataset_options == QUICK["photodigits"]
+
+
+def test_headline_says_one_encoder_per_paradigm_compares_checkpoints():
+    from jerc_eval.recommend import empirical_recommendation
+    from jerc_eval.summary import single_encoder_caveat
+
+    comp = {"je_encoders": ["dino"], "rc_encoders": ["mae", "mae2"], "per_corruption": {"fog": {
+        "less_degradation": "JE"}}, "overall": {"less_degradation": "JE", "je_drop": 1.0, "rc_drop": 9.0,
+                                               "rc_minus_je": 8.0, "se": 1.0, "corruptions_used": ["fog"]},
+        "counts": {"JE": 1, "RC": 0, "no clear winner": 0}}
+    head = empirical_recommendation({"comparison": comp})["headline"]
+    assert "JE has one encoder, so this compares these checkpoints, not the paradigms" in head
+    comp["je_encoders"] = ["dino", "byol"]
+    assert single_encoder_caveat(comp) == ""

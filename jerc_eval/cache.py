@@ -140,10 +140,10 @@ def canonical(value: Any) -> Any:
     return {"repr": repr(value)}
 
 
-def source_digest(cls: type) -> str | None:
-    """sha256 of the file that defines ``cls`` (None when it has no file, e.g. a class made in a REPL)."""
+def source_digest(obj: Any) -> str | None:
+    """sha256 of the source file of a class or module (None when it has none, e.g. a class made in a REPL)."""
     try:
-        path = inspect.getsourcefile(cls) or inspect.getfile(cls)
+        path = inspect.getsourcefile(obj) or inspect.getfile(obj)
     except (TypeError, OSError):
         return None
     return file_digest(Path(path)) if path and Path(path).is_file() else None
@@ -328,12 +328,16 @@ class Cache:
             return False
         return True
 
-    def get_array(self, kind: str, key_: str) -> np.ndarray | None:
+    def get_array(self, kind: str, key_: str, rows: int | None = None) -> np.ndarray | None:
+        """The array under ``key_``; with ``rows``, only a 2-D array of that many rows counts (features of a
+        split must have one row per image: anything else is damaged, removed and recomputed)."""
         got = self._read(kind, key_)
         if got is None:
             return None
         try:
             arr = array_from(*got)
+            if rows is not None and (arr.ndim != 2 or len(arr) != rows):
+                raise DamagedEntry(f"{arr.shape} array where {rows} rows were expected")
         except DamagedEntry as exc:
             return self._damaged(kind, key_, str(exc))
         self.hits[kind] += 1

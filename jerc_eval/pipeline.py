@@ -27,7 +27,8 @@ from . import summary as summ
 from .api import CorruptionSuite, Dataset, EncoderAdapter, LoadedDataset, LoadedEncoder, Probe, Reporter
 from .config import RunConfig, parse_severities
 from .errors import DataError, UnknownNameError, UsageError
-from .cache import Cache, encoder_identity, fingerprint, suite_identity
+from .cache import Cache, encoder_identity, fingerprint, identity, source_digest, suite_identity
+from .cache import key as cache_key
 from .features import default_cache_dir, extract, pick_device
 from .plugins import Host, create_host
 from .probes import ProbeCache
@@ -192,12 +193,10 @@ class Evaluator:
     def key(self, split: str, corruption: str, severity: int) -> str:
         """The feature-cache key of one split and cell (``jerc_eval.cache``: the encoder's identity, the
         dataset's fingerprint and, for a corrupted cell, the suite's identity and the run seed)."""
-        from .cache import key
-
         clean = corruption == "clean"
-        return key("features", encoder=self.identity, dataset=self.dataset_fp, split=split, corruption=corruption,
-                   severity=severity, seed=None if clean else self.plan.cfg.seed,
-                   suite=None if clean else self.plan.suite_id)
+        return cache_key("features", encoder=self.identity, dataset=self.dataset_fp, split=split,
+                         corruption=corruption, severity=severity, seed=None if clean else self.plan.cfg.seed,
+                         suite=None if clean else self.plan.suite_id)
 
     def has(self, split: str, corruption: str, severity: int) -> bool:
         return self.plan.cache.has("features", self.key(split, corruption, severity))
@@ -209,10 +208,7 @@ class Evaluator:
 def cached_features(plan: Plan, key: str, encoder: LoadedEncoder, images: np.ndarray) -> np.ndarray:
     """The features under ``key``, extracted (and stored) when the cache has no sound entry; float32 values
     rounded through float16 either way."""
-    feats = plan.cache.get_array("features", key)
-    if feats is not None and (feats.ndim != 2 or len(feats) != len(images)):
-        plan.cache.discard("features", key, f"{feats.shape} features for {len(images)} images")
-        feats = None
+    feats = plan.cache.get_array("features", key, rows=len(images))
     if feats is None:
         feats = extract(encoder, images, plan.cfg.batch_size, plan.device)
         plan.cache.put_array("features", key, feats.astype(np.float16))
@@ -243,7 +239,6 @@ def fit_probe(plan: Plan, features: np.ndarray, labels: np.ndarray, num_classes:
     the probe implementation version: a cached fit is used only where a refit would compute the same thing.
     A fit is cached only with the feature cache on (``--no-cache`` refits everything).
     """
-    from .cache import identity
     from .probes import array_digest
 
     probe = probe or plan.probe
@@ -324,8 +319,6 @@ def floor_features(adapter: EncoderAdapter, data: LoadedDataset, plan: Plan) -> 
     rand = adapter.random_init(seed)
     if rand is None:
         return None
-    from .cache import key as cache_key
-
     ident = encoder_identity(adapter, rand)
 
     def key(split: str) -> str:
@@ -509,10 +502,7 @@ def _cell_stream(plan: Plan, evals: dict[str, Evaluator], images: np.ndarray, sp
     for cell in cells:
         feats: dict[str, np.ndarray] = {}
         for name, ev in evals.items():
-            got = plan.cache.get_array("features", ev.key(split, *cell))
-            if got is not None and got.shape[:1] != (n,):
-                plan.cache.discard("features", ev.key(split, *cell), f"{got.shape} features for {n} images")
-                got = None
+            got = plan.cache.get_array("features", ev.key(split, *cell), rows=n)
             if got is not None:
                 feats[name] = got.astype(np.float32)
         missing = [name for name in evals if name not in feats]
@@ -581,14 +571,13 @@ def alignment_evidence(plan: Plan, data: LoadedDataset, evals: dict[str, Evaluat
     """
     from . import alignment_evidence as ae_module
     from .alignment_evidence import estimate
-    from .cache import key as cache_key
     from .seeding import image_seeds
 
     recipes = {n: ev.encoder.augmentation for n, ev in evals.items()}
     paradigms = {n: ev.encoder.paradigm for n, ev in evals.items()}
     cells = [(c, s) for c in plan.corruptions for s in plan.severities]
-    key = cache_key("alignment", estimator=_module_digest(ae_module), dataset=data.fingerprint, cells=cells, seed=plan.cfg.seed, suite=plan.suite_id,
-                    recipes=recipes, paradigms=paradigms)
+    key = cache_key("alignment", estimator=source_digest(ae_module), dataset=data.fingerprint, cells=cells,
+                    seed=plan.cfg.seed, suite=plan.suite_id, recipes=recipes, paradigms=paradigms)
     hit = plan.cache.get_json("alignment", key)
     if isinstance(hit, dict) and "cells" in hit:
         return hit
@@ -611,13 +600,6 @@ def alignment_evidence(plan: Plan, data: LoadedDataset, evals: dict[str, Evaluat
     plan.timing_detail["alignment_evidence"] = evidence.pop("timing_s", None)
     plan.cache.put_json("alignment", key, evidence)
     return evidence
-
-
-def _module_digest(module: Any) -> str | None:
-    from .cache import file_digest
-
-    path = getattr(module, "__file__", None)
-    return file_digest(Path(path)) if path else None
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

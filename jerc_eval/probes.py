@@ -406,9 +406,6 @@ class ProbeCache:
 
         return key("probes", impl=PROBE_IMPL_VERSION, **parts)
 
-    def path(self, key: str) -> Any:
-        return self.cache.path("probes", key)
-
     def load(self, key: str, device: str) -> Any:
         """The cached :class:`~jerc_eval.api.FittedProbe`, or None (counted as a miss)."""
         import base64

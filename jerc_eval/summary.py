@@ -188,7 +188,9 @@ def console_table(results: dict[str, Any]) -> str:
             o = comp["overall"]
             lines.append(f"{'mean':<18} " + " ".join(f"{num(s[n]['mean_drop']):>{cw[n]}}" for n in names)
                          + f"   {num(o['rc_minus_je']):>6} ±{num(half95(o['se'])):<6}  {o['less_degradation']}")
-    lines += [""] + floor_warnings(results) if floor_warnings(results) else []
+    warnings = floor_warnings(results)
+    if warnings:
+        lines += ["", *warnings]
     rec = results.get("recommendation")
     if rec:
         lines += ["", f"Recommendation: {rec.get('headline', '')}"]

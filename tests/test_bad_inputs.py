@@ -157,6 +157,10 @@ MATRIX = [
     ("num-heads-not-dividing", ["run", "-e", "zoo-mae", "--dataset", "npz", "-d", "path", "{good}", "-o", "num_heads",
                                 "5"], 2, "does not divide the ViT's width"),
     ("seed-negative", NPZ + ["{good}", "--seed", "-1"], 2, "--seed N with N >= 0"),
+    ("alias-twice", NPZ + ["{good}", "-e", "a=zoo-byol", "-e", "a=zoo-dino"], 2, "is given twice"),
+    ("alias-malformed", NPZ + ["{good}", "-e", "a.b=zoo-byol"], 2, "ALIAS=NAME"),
+    ("cache-root-file", ["cache", "info", "--cache-dir", "{afile}"], 2, "is a file; pass a folder"),
+    ("compare-missing", ["compare", "/nonexistent/results.json"], 2, "/nonexistent/results.json"),
     ("config-folder", ["run", "--config", "{ckptdir}"], 2, "is a folder"),
     ("theory-out-file", ["theory", "reproduce", "--fast", "--out", "{afile}"], 2, "is a file, not a folder"),
     # ---- 4: unknown names
